@@ -1,0 +1,10 @@
+export * from './errors.js';
+export * from './units.js';
+export * from './bitmap.js';
+export * from './log.js';
+export * from './time.js';
+export * from './protocol/vm.js';
+export * from './protocol/hostlink.js';
+export * from './protocol/api.js';
+export * from './ready-file.js';
+export const ESXEMU_VERSION = '0.1.0';
