@@ -1,0 +1,174 @@
+/**
+ * The processes themselves: `esxemu vcenter serve`, `esxemu host run`, `esxemu iscsi serve`.
+ * Each runs in the foreground until SIGINT/SIGTERM, logs to stdout (pretty on a terminal) and
+ * to --log-file, and writes --ready-file once it listens. The listen and advertised addresses
+ * are flags, so one cluster can span several machines of a LAN.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { startHost } from '@esxemu/host';
+import { startIscsiTarget, ISCSI_DEFAULT_PORT } from '@esxemu/iscsi';
+import { createLogger, EsxError, toEsxError, writeReadyFile, type Logger } from '@esxemu/shared';
+import { startVcenter } from '@esxemu/vcenter';
+import { defaultHome } from '../../cluster/layout.js';
+import { envOr, intArg, logLevelArg, portArg, sizeMiBArg } from '../options.js';
+
+export const VCENTER_DEFAULT_PORT = 7080;
+export const MIGRATION_DEFAULT_PORT = 8000;
+
+interface CommonServeOpts {
+  logFile?: string;
+  logLevel?: string;
+  readyFile?: string;
+  logStdout: boolean;
+}
+
+function addCommon(cmd: Command): Command {
+  return cmd
+    .option('--log-file <path>', 'JSON log file of this process')
+    .option('--log-level <level>', 'trace, debug, info, warn, error (env ESXEMU_LOG_LEVEL)', logLevelArg)
+    .option('--ready-file <path>', 'write {pid, urls} as JSON here once listening')
+    .option('--no-log-stdout', 'log only to --log-file');
+}
+
+/** Run until a signal, then close; exit non-zero on a startup error with its code. */
+async function runServer(log: Logger, what: string, start: () => Promise<{ close(): Promise<void>; fatal?: Promise<EsxError> }>): Promise<void> {
+  let server: { close(): Promise<void>; fatal?: Promise<EsxError> };
+  try {
+    server = await start();
+  } catch (err) {
+    const e = toEsxError(err);
+    log.fatal({ code: e.code }, `${what} failed to start: ${e.message}`);
+    process.stderr.write(`esxemu: ${what}: ${e.code}: ${e.message}\n`);
+    process.exit(1);
+  }
+  let closing = false;
+  const stop = async (code: number, why: string) => {
+    if (closing) return;
+    closing = true;
+    log.info(`${what} stopping (${why})`);
+    const force = setTimeout(() => process.exit(code || 1), 15_000);
+    force.unref();
+    try {
+      await server.close();
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'error while closing');
+    }
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stop(0, 'SIGINT'));
+  process.on('SIGTERM', () => void stop(0, 'SIGTERM'));
+  server.fatal?.then((e) => {
+    log.fatal({ code: e.code }, `${what} must stop: ${e.message}`);
+    process.stderr.write(`esxemu: ${what}: ${e.code}: ${e.message}\n`);
+    void stop(2, e.code);
+  });
+}
+
+export function registerServeCommands(program: Command): void {
+  const vcenter = program.command('vcenter').description('the vcenter management server process');
+  addCommon(
+    vcenter
+      .command('serve')
+      .description('run vcenter in the foreground: inventory, tasks, host link, client API')
+      .option('--data-dir <dir>', 'vcenter.db, token and cluster-secret live here', join(defaultHome(), 'vcenter'))
+      .option('--listen <addr>', 'address to listen on (env ESXEMU_VCENTER_LISTEN)', envOr('ESXEMU_VCENTER_LISTEN', '127.0.0.1'))
+      .option('--port <port>', 'HTTP/WebSocket port, 0 for any free one', portArg(), VCENTER_DEFAULT_PORT)
+      .option('--cluster-name <name>', 'name of the default cluster', 'cluster01')
+      .option('--vm-network <cidr>', 'the VM IP addresses come from here', '127.77.0.0/16')
+      .option('--heartbeat-interval <ms>', 'host heartbeat interval told to hosts', intArg('heartbeat interval', 50, 60_000), 1000)
+      .option('--host-timeout <ms>', 'a host silent this long is disconnected', intArg('host timeout', 200, 600_000), 5000)
+      .option('--stats-interval <ms>', 'host stats interval told to hosts', intArg('stats interval', 100, 600_000), 2000),
+  ).action(async (o: CommonServeOpts & { dataDir: string; listen: string; port: number; clusterName: string; vmNetwork: string; heartbeatInterval: number; hostTimeout: number; statsInterval: number }) => {
+    const log = createLogger({ name: 'vcenter', level: o.logLevel, file: o.logFile, stdout: o.logStdout });
+    log.debug({ config: o }, 'effective configuration');
+    await runServer(log, 'vcenter', async () => {
+      const s = await startVcenter({
+        dataDir: o.dataDir,
+        listenHost: o.listen,
+        port: o.port,
+        clusterName: o.clusterName,
+        vmNetwork: o.vmNetwork,
+        heartbeatIntervalMs: o.heartbeatInterval,
+        hostTimeoutMs: o.hostTimeout,
+        statsIntervalMs: o.statsInterval,
+        ...(process.env['ESXEMU_CLUSTER_SECRET'] ? { clusterSecret: process.env['ESXEMU_CLUSTER_SECRET'] } : {}),
+        logger: log,
+      });
+      if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'vcenter', name: 'vcenter', urls: { api: s.url } });
+      return s;
+    });
+  });
+
+  const host = program.command('host').description('ESX hosts: run one, or list them');
+  addCommon(
+    host
+      .command('run')
+      .description('run an ESX host in the foreground: VMkernel + one worker per VM; registers with vcenter')
+      .requiredOption('--vcenter <url>', 'vcenter URL, e.g. http://127.0.0.1:7080 (env ESXEMU_VCENTER)', process.env['ESXEMU_VCENTER'])
+      .option('--name <name>', 'host name', hostname().split('.')[0] || 'esx01')
+      .option('--secret-file <path>', 'file holding the cluster secret (else env ESXEMU_CLUSTER_SECRET)')
+      .option('--cpu-cores <n>', 'virtual CPU cores', intArg('cpu cores', 1, 1024), 4)
+      .option('--cpu-mhz <mhz>', 'MHz per core', intArg('cpu MHz', 1, 100_000), 2000)
+      .option('--memory <size>', 'machine memory, e.g. 2048 or 2GiB', sizeMiBArg('memory'), 2048)
+      .option('--migration-listen <addr>', 'address the vMotion listener binds', '127.0.0.1')
+      .option('--migration-port <port>', 'vMotion port, 0 for any free one', portArg('migration port'), MIGRATION_DEFAULT_PORT)
+      .option('--advertise <addr>', 'address other hosts use to reach this one (default: --migration-listen)')
+      .option('--data-dir <dir>', 'vmkernel.log lives here'),
+  ).action(async (o: CommonServeOpts & { vcenter: string; name: string; secretFile?: string; cpuCores: number; cpuMhz: number; memory: number; migrationListen: string; migrationPort: number; advertise?: string; dataDir?: string }) => {
+    const log = createLogger({ name: `host ${o.name}`, level: o.logLevel, file: o.logFile, stdout: o.logStdout });
+    log.debug({ config: { ...o } }, 'effective configuration');
+    await runServer(log, `host ${o.name}`, async () => {
+      const secret = readSecret(o.secretFile);
+      const h = await startHost({
+        name: o.name,
+        vcenterUrl: o.vcenter,
+        clusterSecret: secret,
+        cpuCores: o.cpuCores,
+        cpuMhz: o.cpuMhz,
+        memoryMiB: o.memory,
+        migrationListenHost: o.migrationListen,
+        migrationPort: o.migrationPort,
+        ...(o.advertise ? { advertiseHost: o.advertise } : {}),
+        dataDir: o.dataDir ?? join(defaultHome(), 'hosts', o.name),
+        logger: log,
+      });
+      if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'host', name: o.name, urls: { migration: h.migrationAddress } });
+      return h;
+    });
+  });
+
+  const iscsi = program.command('iscsi').description('the iSCSI target process (the shared SAN)');
+  addCommon(
+    iscsi
+      .command('serve')
+      .description('run the iSCSI target in the foreground')
+      .option('--listen <addr>', 'address to listen on', '127.0.0.1')
+      .option('--port <port>', 'iSCSI port, 0 for any free one', portArg(), ISCSI_DEFAULT_PORT),
+  ).action(async (o: CommonServeOpts & { listen: string; port: number }) => {
+    const log = createLogger({ name: 'iscsi', level: o.logLevel, file: o.logFile, stdout: o.logStdout });
+    log.debug({ config: o }, 'effective configuration');
+    await runServer(log, 'iscsi target', async () => {
+      const t = await startIscsiTarget({ listenHost: o.listen, port: o.port, logger: log });
+      if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'iscsi', name: 'iscsi', urls: { iscsi: t.address } });
+      return t;
+    });
+  });
+}
+
+function readSecret(file: string | undefined): string {
+  if (file) {
+    try {
+      const s = readFileSync(file, 'utf8').trim();
+      if (s) return s;
+    } catch (err) {
+      throw new EsxError('INVALID_ARGUMENT', `cannot read the cluster secret file ${file}: ${(err as Error).message}`);
+    }
+    throw new EsxError('INVALID_ARGUMENT', `cluster secret file ${file} is empty`);
+  }
+  const env = process.env['ESXEMU_CLUSTER_SECRET'];
+  if (env) return env;
+  throw new EsxError('INVALID_ARGUMENT', 'no cluster secret: pass --secret-file (vcenter writes <data-dir>/cluster-secret) or set ESXEMU_CLUSTER_SECRET');
+}
