@@ -6,6 +6,13 @@
  *   (c) faults in a page that has no machine page yet (first touch, or swapped out).
  * A read of a page that was never written returns zeros and allocates nothing.
  *
+ * Ordering for pre-copy: the dirty bit of a page is set AFTER the bytes are in machine memory.
+ * The VMkernel harvests the bitmap (Atomics.exchange) and then copies the pages it took, while
+ * the guest keeps running. Were the bit set first, a harvest between the bit and the copy of the
+ * bytes would send the old contents and clear the only record that the page changed. Setting it
+ * after means a page whose bit was harvested is copied after its bytes landed, and a write still
+ * in flight leaves its bit set for the next round.
+ *
  * The pmap, flags, bitmaps and control words live in SharedArrayBuffers owned by the VMkernel
  * (main thread), which reads them while the VMM worker runs the guest.
  */
@@ -80,7 +87,10 @@ export class GuestMemory {
     return mpn * PAGE_SIZE;
   }
 
-  /** Machine byte offset of `gpn` for writing: faults, breaks sharing, logs dirtiness. */
+  /**
+   * Machine byte offset of `gpn` for writing: faults, breaks sharing. The caller writes the bytes
+   * and then calls `written(gpn)` (see the ordering note at the top of the file).
+   */
   private writeBase(gpn: number): number {
     this.b.accessed.set(gpn);
     let mpn = this.b.pmap[gpn]!;
@@ -90,8 +100,12 @@ export class GuestMemory {
       if (!this.b.breakCow) throw new Error(`page ${gpn} is copy-on-write but the VMkernel offers no breakCow`);
       mpn = this.b.breakCow(gpn);
     }
-    if (Atomics.load(this.b.control, CTL_DIRTY_LOG) !== 0) this.b.dirty.set(gpn);
     return mpn * PAGE_SIZE;
+  }
+
+  /** Log `gpn` dirty once its new bytes are in machine memory. */
+  private written(gpn: number): void {
+    if (Atomics.load(this.b.control, CTL_DIRTY_LOG) !== 0) this.b.dirty.set(gpn);
   }
 
   readU32(gpa: number): number {
@@ -112,13 +126,15 @@ export class GuestMemory {
       this.write(gpa, tmp);
       return;
     }
-    const base = this.writeBase(gpa >>> PAGE_SHIFT);
+    const gpn = gpa >>> PAGE_SHIFT;
+    const base = this.writeBase(gpn);
     const m = this.b.machine;
     const o = base + (gpa & (PAGE_SIZE - 1));
     m[o] = value & 0xff;
     m[o + 1] = (value >>> 8) & 0xff;
     m[o + 2] = (value >>> 16) & 0xff;
     m[o + 3] = (value >>> 24) & 0xff;
+    this.written(gpn);
   }
 
   /** Copy `len` bytes starting at `gpa` out of guest memory. */
@@ -145,8 +161,10 @@ export class GuestMemory {
       const a = gpa + done;
       const off = a & (PAGE_SIZE - 1);
       const n = Math.min(data.length - done, PAGE_SIZE - off);
-      const base = this.writeBase(a >>> PAGE_SHIFT);
+      const gpn = a >>> PAGE_SHIFT;
+      const base = this.writeBase(gpn);
       this.b.machine.set(data.subarray(done, done + n), base + off);
+      this.written(gpn);
       done += n;
     }
   }
@@ -158,26 +176,31 @@ export class GuestMemory {
       const a = gpa + done;
       const off = a & (PAGE_SIZE - 1);
       const n = Math.min(len - done, PAGE_SIZE - off);
-      const base = this.writeBase(a >>> PAGE_SHIFT);
+      const gpn = a >>> PAGE_SHIFT;
+      const base = this.writeBase(gpn);
       this.b.machine.fill(value & 0xff, base + off, base + off + n);
+      this.written(gpn);
       done += n;
     }
   }
 
   /** Is guest page `gpn` backed by a machine page? */
   present(gpn: number): boolean {
+    if (!(Number.isInteger(gpn) && gpn >= 0 && gpn < this.pages)) throw new RangeError(`guest page ${gpn} outside 0..${this.pages - 1}`);
     return this.b.pmap[gpn] !== PMAP_NONE;
   }
 
   /**
-   * SHA-256 of the whole guest-physical address space as the guest sees it (absent pages count
-   * as zeros). Does not touch the accessed or dirty bits.
+   * SHA-256 of the whole guest-physical address space as the guest sees it: never-written pages
+   * count as zeros, swapped-out pages are faulted back in (their contents are not zeros). Does
+   * not touch the accessed or dirty bits. Call it on a stopped vCPU.
    */
   hash(): string {
     const h = createHash('sha256');
     const zero = new Uint8Array(PAGE_SIZE);
     for (let gpn = 0; gpn < this.pages; gpn++) {
-      const mpn = this.b.pmap[gpn]!;
+      let mpn = this.b.pmap[gpn]!;
+      if (mpn === PMAP_NONE && (this.b.flags[gpn]! & PF_SWAPPED) !== 0) mpn = this.b.fault(gpn);
       if (mpn === PMAP_NONE) h.update(zero);
       else h.update(this.b.machine.subarray(mpn * PAGE_SIZE, (mpn + 1) * PAGE_SIZE));
     }
