@@ -84,8 +84,10 @@ export const hostToVcenterSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('hello'), protocol: z.number().int(), secret: z.string().max(1024), host: hostIdentitySchema, vms: z.array(vmRuntimeSchema).max(10_000) }),
   z.object({ type: z.literal('heartbeat'), seq: z.number().int().min(0), sentAt: z.number() }),
   z.object({ type: z.literal('stats'), host: hostStatsSchema, vms: z.array(vmStatsSchema).max(10_000) }),
-  z.object({ type: z.literal('response'), id: z.number().int().min(1), ok: z.literal(true), result: z.unknown() }),
-  z.object({ type: z.literal('response'), id: z.number().int().min(1), ok: z.literal(false), error: errorBodySchema }),
+  z.discriminatedUnion('ok', [
+    z.object({ type: z.literal('response'), id: z.number().int().min(1), ok: z.literal(true), result: z.unknown() }),
+    z.object({ type: z.literal('response'), id: z.number().int().min(1), ok: z.literal(false), error: errorBodySchema }),
+  ]),
   z.object({
     type: z.literal('vmEvent'),
     vmId: z.string(),
