@@ -90,7 +90,7 @@ export function registerClusterCommands(program: Command): void {
         process.stdout.write(`cluster up in ${ms} ms: vcenter ${state.vcenterUrl}, token in ${layout.tokenFile}\n`);
       }
       if (!o.foreground) {
-        if (!g.json) process.stdout.write(`try: npx esxemu host ls | npx esxemu vm create web1 --workload webserver | npx esxemu cluster down\n`);
+        if (!g.json) process.stdout.write(`next: 'npx esxemu host ls', 'npx esxemu vm create web1 --workload webserver', 'npx esxemu cluster down'\n`);
         return;
       }
       process.stdout.write('following events; Ctrl-C stops the cluster\n');

@@ -106,8 +106,7 @@ export function registerServeCommands(program: Command): void {
   addCommon(
     host
       .command('run')
-      .description('run an ESX host in the foreground: VMkernel + one worker per VM; registers with vcenter')
-      .requiredOption('--vcenter <url>', 'vcenter URL, e.g. http://127.0.0.1:7080 (env ESXEMU_VCENTER)', process.env['ESXEMU_VCENTER'])
+      .description('run an ESX host in the foreground: VMkernel + one worker per VM; registers with the vcenter given by the global --vcenter <url> (or ESXEMU_VCENTER)')
       .option('--name <name>', 'host name', hostname().split('.')[0] || 'esx01')
       .option('--secret-file <path>', 'file holding the cluster secret (else env ESXEMU_CLUSTER_SECRET)')
       .option('--cpu-cores <n>', 'virtual CPU cores', intArg('cpu cores', 1, 1024), 4)
@@ -117,14 +116,16 @@ export function registerServeCommands(program: Command): void {
       .option('--migration-port <port>', 'vMotion port, 0 for any free one', portArg('migration port'), MIGRATION_DEFAULT_PORT)
       .option('--advertise <addr>', 'address other hosts use to reach this one (default: --migration-listen)')
       .option('--data-dir <dir>', 'vmkernel.log lives here'),
-  ).action(async (o: CommonServeOpts & { vcenter: string; name: string; secretFile?: string; cpuCores: number; cpuMhz: number; memory: number; migrationListen: string; migrationPort: number; advertise?: string; dataDir?: string }) => {
+  ).action(async (o: CommonServeOpts & { name: string; secretFile?: string; cpuCores: number; cpuMhz: number; memory: number; migrationListen: string; migrationPort: number; advertise?: string; dataDir?: string }, cmd: Command) => {
+    const vcenterUrl = (cmd.optsWithGlobals() as { vcenter?: string }).vcenter ?? process.env['ESXEMU_VCENTER'];
+    if (!vcenterUrl) throw new EsxError('INVALID_ARGUMENT', 'host run needs --vcenter <url> (or ESXEMU_VCENTER), e.g. --vcenter http://127.0.0.1:7080');
     const log = createLogger({ name: `host ${o.name}`, level: o.logLevel, file: o.logFile, stdout: o.logStdout });
-    log.debug({ config: { ...o } }, 'effective configuration');
+    log.debug({ config: { ...o, vcenterUrl } }, 'effective configuration');
     await runServer(log, `host ${o.name}`, async () => {
       const secret = readSecret(o.secretFile);
       const h = await startHost({
         name: o.name,
-        vcenterUrl: o.vcenter,
+        vcenterUrl,
         clusterSecret: secret,
         cpuCores: o.cpuCores,
         cpuMhz: o.cpuMhz,
