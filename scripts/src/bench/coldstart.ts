@@ -156,7 +156,7 @@ async function main() {
     hostRssMiB: median(hostRss),
     vm: lastRun.vms,
   };
-  const table = new Table({ head: ['measure', 'value', 'vs bare node'] });
+  const table = new Table({ head: ['measure', 'value', 'vs bare node'], style: { head: [], border: [] }, chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' } });
   table.push(
     [`cluster cold start (${o.hosts} hosts), median of ${o.runs}`, `${result.coldStartMs.median.toFixed(0)} ms (${result.coldStartMs.min.toFixed(0)}-${result.coldStartMs.max.toFixed(0)})`, `${(result.coldStartMs.median / bare.startMs).toFixed(1)}x one node start`],
     ['bare node process start / RSS', `${bare.startMs.toFixed(0)} ms / ${bare.rssMiB.toFixed(1)} MiB`, '1.0x'],
