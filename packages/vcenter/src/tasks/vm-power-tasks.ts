@@ -76,12 +76,7 @@ export class VmPowerTasks {
     ctx.progress(20, `powering on on host ${host.name} (${decision.reason})`);
     this.logger.info({ vm: vm.config.name, host: host.name, reason: decision.reason, task: ctx.taskId }, 'powering on VM');
     await this.hosts.request(host.id, 'vm.powerOn', { config: vm.config });
-    ctx.progress(90, 'recording the new state');
-    this.registry.commit(
-      [{ kind: 'vmRuntime', vmId, hostId: host.id, powerState: 'poweredOn' }],
-      [{ type: 'VmPoweredOn', message: `VM ${vm.config.name} powered on on host ${host.name}`, host: host.name, vm: vm.config.name, taskId: ctx.taskId }],
-    );
-    return this.view.vm(vmId);
+    return this.recordPowerState(ctx, vmId, vm.config.name, host, 'poweredOn');
   }
 
   private async runPowerOff(ctx: TaskContext, vmId: string): Promise<VmInfo> {
@@ -97,10 +92,16 @@ export class VmPowerTasks {
       if (!(err instanceof EsxError && err.code === 'VM_NOT_FOUND')) throw err;
       this.logger.warn({ vm: vm.config.name, host: host.name }, 'host does not run the VM it was asked to power off; recording it powered off');
     }
+    return this.recordPowerState(ctx, vmId, vm.config.name, host, 'poweredOff');
+  }
+
+  /** Record a power state the host confirmed, with its event, in one commit. */
+  private recordPowerState(ctx: TaskContext, vmId: string, vmName: string, host: { id: string; name: string }, powerState: 'poweredOn' | 'poweredOff'): VmInfo {
     ctx.progress(90, 'recording the new state');
+    const verb = powerState === 'poweredOn' ? 'on' : 'off';
     this.registry.commit(
-      [{ kind: 'vmRuntime', vmId, hostId: host.id, powerState: 'poweredOff' }],
-      [{ type: 'VmPoweredOff', message: `VM ${vm.config.name} powered off on host ${host.name}`, host: host.name, vm: vm.config.name, taskId: ctx.taskId }],
+      [{ kind: 'vmRuntime', vmId, hostId: host.id, powerState }],
+      [{ type: powerState === 'poweredOn' ? 'VmPoweredOn' : 'VmPoweredOff', message: `VM ${vmName} powered ${verb} on host ${host.name}`, host: host.name, vm: vmName, taskId: ctx.taskId }],
     );
     return this.view.vm(vmId);
   }

@@ -75,13 +75,14 @@ export function registerServeCommands(program: Command): void {
       .description('run vcenter in the foreground: inventory, tasks, host link, client API')
       .option('--data-dir <dir>', 'vcenter.db, token and cluster-secret live here', join(defaultHome(), 'vcenter'))
       .option('--listen <addr>', 'address to listen on (env ESXEMU_VCENTER_LISTEN)', envOr('ESXEMU_VCENTER_LISTEN', '127.0.0.1'))
+      .option('--advertise <addr>', 'address hosts and clients use to reach vcenter (default: --listen)')
       .option('--port <port>', 'HTTP/WebSocket port, 0 for any free one', portArg(), VCENTER_DEFAULT_PORT)
       .option('--cluster-name <name>', 'name of the default cluster', 'cluster01')
       .option('--vm-network <cidr>', 'the VM IP addresses come from here', '127.77.0.0/16')
       .option('--heartbeat-interval <ms>', 'host heartbeat interval told to hosts', intArg('heartbeat interval', 50, 60_000), 1000)
       .option('--host-timeout <ms>', 'a host silent this long is disconnected', intArg('host timeout', 200, 600_000), 5000)
       .option('--stats-interval <ms>', 'host stats interval told to hosts', intArg('stats interval', 100, 600_000), 2000),
-  ).action(async (o: CommonServeOpts & { dataDir: string; listen: string; port: number; clusterName: string; vmNetwork: string; heartbeatInterval: number; hostTimeout: number; statsInterval: number }) => {
+  ).action(async (o: CommonServeOpts & { dataDir: string; listen: string; advertise?: string; port: number; clusterName: string; vmNetwork: string; heartbeatInterval: number; hostTimeout: number; statsInterval: number }) => {
     const log = createLogger({ name: 'vcenter', level: o.logLevel, file: o.logFile, stdout: o.logStdout });
     log.debug({ config: o }, 'effective configuration');
     await runServer(log, 'vcenter', async () => {
@@ -97,7 +98,9 @@ export function registerServeCommands(program: Command): void {
         ...(process.env['ESXEMU_CLUSTER_SECRET'] ? { clusterSecret: process.env['ESXEMU_CLUSTER_SECRET'] } : {}),
         logger: log,
       });
-      if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'vcenter', name: 'vcenter', urls: { api: s.url } });
+      const url = o.advertise ? `http://${o.advertise}:${s.port}` : s.url;
+      if (o.advertise) log.info({ url }, 'advertised URL');
+      if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'vcenter', name: 'vcenter', urls: { api: url } });
       return s;
     });
   });
@@ -147,13 +150,14 @@ export function registerServeCommands(program: Command): void {
       .command('serve')
       .description('run the iSCSI target in the foreground')
       .option('--listen <addr>', 'address to listen on', '127.0.0.1')
+      .option('--advertise <addr>', 'address initiators use to reach the target (default: --listen)')
       .option('--port <port>', 'iSCSI port, 0 for any free one', portArg(), ISCSI_DEFAULT_PORT),
-  ).action(async (o: CommonServeOpts & { listen: string; port: number }) => {
+  ).action(async (o: CommonServeOpts & { listen: string; advertise?: string; port: number }) => {
     const log = createLogger({ name: 'iscsi', level: o.logLevel, file: o.logFile, stdout: o.logStdout });
     log.debug({ config: o }, 'effective configuration');
     await runServer(log, 'iscsi target', async () => {
       const t = await startIscsiTarget({ listenHost: o.listen, port: o.port, logger: log });
-      if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'iscsi', name: 'iscsi', urls: { iscsi: t.address } });
+      if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'iscsi', name: 'iscsi', urls: { iscsi: o.advertise ? `${o.advertise}:${t.port}` : t.address } });
       return t;
     });
   });
