@@ -17,7 +17,7 @@
  * (main thread), which reads them while the VMM worker runs the guest.
  */
 import { createHash } from 'node:crypto';
-import { Bitmap, PAGE_SHIFT, PAGE_SIZE } from '@esxemu/shared';
+import { Bitmap, PAGE_SHIFT, PAGE_SIZE } from '@esxemu/shared/core';
 
 /** pmap entry of a guest page with no machine page. */
 export const PMAP_NONE = -1;

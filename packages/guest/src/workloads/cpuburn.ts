@@ -8,7 +8,7 @@
  * Registers: R_CB_DEMAND_MHZ (the configured demand).
  * Page 0: CB_OFF_ACC (u32 accumulator), CB_OFF_STEPS_LO/HI (u64 steps done, two u32).
  */
-import { EsxError, type WorkloadSpec } from '@esxemu/shared';
+import { EsxError, type WorkloadSpec } from '@esxemu/shared/core';
 import { nextU32 } from '../sdk/prng.js';
 import { R_GP0 } from '../sdk/registers.js';
 import type { Workload } from '../sdk/workload.js';

@@ -17,7 +17,7 @@
  * Registers: R_MS_WS_PAGES, R_MS_DIRTY_PAGES_PER_S (parameters), R_MS_FILL_PAGES (pages
  * filled so far), R_MS_DIRTIED (dirty steps done, wraps at 2^32).
  */
-import { EsxError, PAGE_SIZE, mibToPages, pagesToMiB, type WorkloadSpec } from '@esxemu/shared';
+import { EsxError, PAGE_SIZE, mibToPages, pagesToMiB, type WorkloadSpec } from '@esxemu/shared/core';
 import { nextBelow, nextU32 } from '../sdk/prng.js';
 import { R_GP0 } from '../sdk/registers.js';
 import type { Workload } from '../sdk/workload.js';

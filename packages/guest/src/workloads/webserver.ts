@@ -21,7 +21,7 @@
  *
  * Registers: R_WS_PORT, R_WS_LOAD. Page 0: the WS_OFF_* counters (u32, bytes served u64).
  */
-import { EsxError, type WorkloadSpec } from '@esxemu/shared';
+import { EsxError, type WorkloadSpec } from '@esxemu/shared/core';
 import type { GuestMemory } from '../sdk/guest-memory.js';
 import type { NicReply, NicRequest } from '../sdk/nic.js';
 import { R_GP0, type Registers } from '../sdk/registers.js';

@@ -5,7 +5,7 @@
  * requests (messages.ts). It owns the vCPU: the pmap is written here while the VM runs.
  */
 import { GuestMemory, Registers, bootGuest, getWorkload, type GuestContext, type Workload } from '@esxemu/guest';
-import { toEsxError, type ErrorBody } from '@esxemu/shared';
+import { toEsxError, type ErrorBody } from '@esxemu/shared/core';
 import { MachineMemory } from '../vmkernel/memory/machine-memory.js';
 import { Pmap } from '../vmkernel/memory/pmap.js';
 import { NetDevice } from './devices/net/device.js';

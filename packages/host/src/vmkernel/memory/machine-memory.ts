@@ -11,7 +11,7 @@
  *   handle = { pageCount, pages, allocMap, ctl }   (all SharedArrayBuffers, structured-cloned
  *                                                   to a worker, which calls attach(handle))
  */
-import { EsxError, MIB, PAGES_PER_MIB, PAGE_SIZE } from '@esxemu/shared';
+import { EsxError, MIB, PAGES_PER_MIB, PAGE_SIZE } from '@esxemu/shared/core';
 
 /** A typed array addresses at most 4 GiB, so one machine memory does too. */
 export const MAX_MACHINE_MEMORY_MIB = 4096;

@@ -10,7 +10,7 @@
  * This is also the guest MMU's MmuBacking: fault() gives a guest page a zeroed machine page at
  * first touch, taken from the host's shared allocator.
  */
-import { Bitmap, EsxError, PAGE_SIZE } from '@esxemu/shared';
+import { Bitmap, EsxError, PAGE_SIZE } from '@esxemu/shared/core';
 import { CTL_DIRTY_LOG, CTL_WORDS, PF_SWAPPED, PMAP_NONE, type MmuBacking } from '@esxemu/guest';
 import type { MachineMemory } from './machine-memory.js';
 

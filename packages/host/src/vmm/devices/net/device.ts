@@ -10,7 +10,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { toEsxError } from '@esxemu/shared';
+import { toEsxError } from '@esxemu/shared/core';
 import type { NicReply, NicRequest, VirtualNic } from '@esxemu/guest';
 import { NetMetrics } from './metrics.js';
 import { RequestQueue } from './queue.js';

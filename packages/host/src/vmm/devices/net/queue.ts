@@ -3,7 +3,7 @@
  * in arrival order, bounded. Its state is the frames themselves (no sockets), so it can be
  * saved at quiesce and restored in another VMM (Firecracker's Persist: save / restore).
  */
-import { EsxError } from '@esxemu/shared';
+import { EsxError } from '@esxemu/shared/core';
 import type { NicRequest } from '@esxemu/guest';
 
 export const NIC_QUEUE_STATE_VERSION = 1;
