@@ -9,6 +9,8 @@ export interface Backstore {
   readonly blockSize: number;
   /** Whether unmap() deallocates (thin provisioning): drives the LBPME bit and VPD B2. */
   readonly thin: boolean;
+  /** Allocation granularity of unmap(), bytes (advertised as OPTIMAL UNMAP GRANULARITY); blockSize when absent. */
+  readonly granuleBytes?: number;
   read(offset: number, length: number): Promise<Buffer>;
   /** Resolves only once the data is in the store; with fua, once it is on stable storage. */
   write(offset: number, data: Buffer, opts?: { fua?: boolean }): Promise<void>;

@@ -66,6 +66,12 @@ export interface ScsiResponse {
   data: Buffer | null;
   /** Sense data when status is CHECK CONDITION, formatted (fixed or descriptor) by the LU. */
   sense: Buffer | null;
+  /**
+   * For commands with Data-Out: how many bytes the CDB calls for (the SCSI transfer length),
+   * so the transport can report the residual against the Expected Data Transfer Length
+   * (RFC 7143 11.4.5). Absent when the command takes no Data-Out.
+   */
+  dataOutLength?: number;
 }
 
 /** Task management functions (RFC 7143 11.5.1). */
