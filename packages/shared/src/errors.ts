@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   PORT_IN_USE: 500,
   ADDRESS_UNAVAILABLE: 500,
   VCENTER_UNREACHABLE: 503,
+  /** An iSCSI target portal cannot be reached (connection refused/reset, session down). */
+  TARGET_UNREACHABLE: 503,
   TIMEOUT: 504,
   CANCELLED: 499,
   VM_CRASHED: 500,
