@@ -130,7 +130,7 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<ClusterState> {
   const baseEnv: Record<string, string> = {};
   try {
     say('starting iscsi target');
-    started.push(await launchProcess({ ...common, role: 'iscsi', name: 'iscsi', dir: layout.iscsiDir, argv: ['iscsi', 'serve', '--listen', opts.listenHost, '--port', String(opts.iscsiPort)], env: baseEnv }));
+    started.push(await launchProcess({ ...common, role: 'iscsi', name: 'iscsi', dir: layout.iscsiDir, argv: ['iscsi', 'serve', '--listen', opts.listenHost, '--port', String(opts.iscsiPort), '--data-dir', layout.iscsiDir], env: baseEnv }));
     say('starting vcenter');
     const vcArgs = ['vcenter', 'serve', '--data-dir', layout.vcenterDir, '--listen', opts.listenHost, '--port', String(opts.vcenterPort), '--vm-network', opts.vmNetwork];
     if (opts.heartbeatIntervalMs) vcArgs.push('--heartbeat-interval', String(opts.heartbeatIntervalMs));

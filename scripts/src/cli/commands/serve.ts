@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { startHost } from '@esxemu/host';
-import { startIscsiTarget, ISCSI_DEFAULT_PORT } from '@esxemu/iscsi';
+import { configFromFlags, DEFAULT_LUN_SIZE_MIB, DEFAULT_TARGET_NAME, ISCSI_DEFAULT_PORT, loadTargetConfig, startIscsiTarget } from '@esxemu/iscsi';
 import { createLogger, EsxError, toEsxError, writeReadyFile, type Logger } from '@esxemu/shared';
 import { startVcenter } from '@esxemu/vcenter';
 import { defaultHome } from '../../cluster/layout.js';
@@ -148,19 +148,44 @@ export function registerServeCommands(program: Command): void {
   addCommon(
     iscsi
       .command('serve')
-      .description('run the iSCSI target in the foreground')
+      .description('run the iSCSI target in the foreground (default: one target with LUN 0, a sparse file in --data-dir)')
       .option('--listen <addr>', 'address to listen on', '127.0.0.1')
       .option('--advertise <addr>', 'address initiators use to reach the target (default: --listen)')
-      .option('--port <port>', 'iSCSI port, 0 for any free one', portArg(), ISCSI_DEFAULT_PORT),
-  ).action(async (o: CommonServeOpts & { listen: string; advertise?: string; port: number }) => {
+      .option('--port <port>', 'iSCSI port, 0 for any free one', portArg(), ISCSI_DEFAULT_PORT)
+      .option('--data-dir <dir>', 'LUN backing files live here (without it the LUN is in memory)')
+      .option('--config <file>', 'JSON file with targets, LUNs, ACLs and CHAP (overrides the flags below)')
+      .option('--target-name <iqn>', `name of the default target (default ${DEFAULT_TARGET_NAME})`)
+      .option('--lun-size <size>', `size of LUN 0, e.g. 1024 or 1GiB (default ${DEFAULT_LUN_SIZE_MIB} MiB)`)
+      .option('--memory-lun', 'keep LUN 0 in memory even with --data-dir')
+      .option('--acl <initiators...>', 'initiator names allowed to log in (default: all)')
+      .option('--chap-user <name>', 'require CHAP with this user name (secret in env ESXEMU_ISCSI_CHAP_SECRET)')
+      .option('--mutual-user <name>', 'mutual CHAP: the target answers as this user (secret in env ESXEMU_ISCSI_MUTUAL_SECRET)'),
+  ).action(async (o: CommonServeOpts & { listen: string; advertise?: string; port: number; dataDir?: string; config?: string; targetName?: string; lunSize?: string; memoryLun?: boolean; acl?: string[]; chapUser?: string; mutualUser?: string }) => {
     const log = createLogger({ name: 'iscsi', level: o.logLevel, file: o.logFile, stdout: o.logStdout });
     log.debug({ config: o }, 'effective configuration');
     await runServer(log, 'iscsi target', async () => {
-      const t = await startIscsiTarget({ listenHost: o.listen, port: o.port, logger: log });
+      const config = o.config
+        ? loadTargetConfig(o.config, o.dataDir ? { dataDir: o.dataDir } : {})
+        : configFromFlags({
+            ...(o.dataDir ? { dataDir: o.dataDir } : {}),
+            ...(o.targetName ? { targetName: o.targetName } : {}),
+            ...(o.lunSize ? { lunSize: o.lunSize } : {}),
+            ...(o.memoryLun ? { memory: true } : {}),
+            ...(o.acl ? { acl: o.acl } : {}),
+            ...(o.chapUser ? { chapUser: o.chapUser, chapSecret: requiredEnv('ESXEMU_ISCSI_CHAP_SECRET', '--chap-user') } : {}),
+            ...(o.mutualUser ? { mutualUser: o.mutualUser, mutualSecret: requiredEnv('ESXEMU_ISCSI_MUTUAL_SECRET', '--mutual-user') } : {}),
+          });
+      const t = await startIscsiTarget({ listenHost: o.listen, port: o.port, logger: log, config, ...(o.dataDir ? { dataDir: o.dataDir } : {}), ...(o.advertise ? { advertiseHost: o.advertise } : {}) });
       if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'iscsi', name: 'iscsi', urls: { iscsi: o.advertise ? `${o.advertise}:${t.port}` : t.address } });
       return t;
     });
   });
+}
+
+function requiredEnv(name: string, flag: string): string {
+  const v = process.env[name];
+  if (!v) throw new EsxError('INVALID_ARGUMENT', `${flag} needs the secret in the environment variable ${name} (secrets are not taken as flags: they would show in ps)`);
+  return v;
 }
 
 function readSecret(file: string | undefined): string {
