@@ -5,6 +5,8 @@
  *   - 4 KiB random reads, queue depth 32            (libiscsi iscsi-perf)
  *   - 64 KiB sequential writes, queue depth 8       (qemu-img bench through QEMU's libiscsi driver)
  *   - 4 KiB sequential writes, queue depth 32       (qemu-img bench)
+ * and the same workloads through the hosts' own initiator (esxemu's software iSCSI adapter),
+ * against both targets.
  * Both LUNs are 256 MiB files, filled first (so reads hit written data, not holes).
  *
  *   node scripts/dist/src/bench/iscsi.js [--rounds 3] [--seconds 5] [--size 256] [--out bench-results]
@@ -17,21 +19,46 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { iscsiPerf, qemuImgAvailable, qemuImgWrite, type IoResult } from '../peers/libiscsi-tools.js';
+import { initiatorLoad } from '../peers/esxemu-initiator-load.js';
 import { startEsxemuTarget } from '../peers/esxemu-target.js';
 import { freePort } from '../peers/free-port.js';
-import { startTgt, tgtAvailable } from '../peers/tgt.js';
+import { startTgt, tgtAvailable, tgtControlPort } from '../peers/tgt.js';
 
 interface Workload {
   name: string;
   tool: string;
   run(url: string, seconds: number, sizeMiB: number): Promise<IoResult>;
+  /** The same workload through the hosts' own initiator. */
+  own(url: string, seconds: number, sizeMiB: number): Promise<IoResult>;
 }
 
+const MiB = 1024 * 1024;
+
 const WORKLOADS: Workload[] = [
-  { name: '64 KiB seq read QD8', tool: 'iscsi-perf', run: (url, s) => iscsiPerf(url, { blocks: 128, depth: 8, seconds: s, random: false }) },
-  { name: '4 KiB rand read QD32', tool: 'iscsi-perf', run: (url, s) => iscsiPerf(url, { blocks: 8, depth: 32, seconds: s, random: true }) },
-  { name: '64 KiB seq write QD8', tool: 'qemu-img bench', run: (url, _s, size) => qemuImgWrite(url, { bytes: 65536, depth: 8, count: (size * 1024 * 1024) / 65536 }) },
-  { name: '4 KiB seq write QD32', tool: 'qemu-img bench', run: (url, _s, size) => qemuImgWrite(url, { bytes: 4096, depth: 32, count: Math.min(50_000, (size * 1024 * 1024) / 4096) }) },
+  {
+    name: '64 KiB seq read QD8',
+    tool: 'iscsi-perf',
+    run: (url, s) => iscsiPerf(url, { blocks: 128, depth: 8, seconds: s, random: false }),
+    own: (url, s, size) => initiatorLoad(url, { op: 'read', bytes: 65536, depth: 8, random: false, seconds: s, sizeBytes: size * MiB }),
+  },
+  {
+    name: '4 KiB rand read QD32',
+    tool: 'iscsi-perf',
+    run: (url, s) => iscsiPerf(url, { blocks: 8, depth: 32, seconds: s, random: true }),
+    own: (url, s, size) => initiatorLoad(url, { op: 'read', bytes: 4096, depth: 32, random: true, seconds: s, sizeBytes: size * MiB }),
+  },
+  {
+    name: '64 KiB seq write QD8',
+    tool: 'qemu-img bench',
+    run: (url, _s, size) => qemuImgWrite(url, { bytes: 65536, depth: 8, count: (size * MiB) / 65536 }),
+    own: (url, _s, size) => initiatorLoad(url, { op: 'write', bytes: 65536, depth: 8, random: false, count: (size * MiB) / 65536, sizeBytes: size * MiB }),
+  },
+  {
+    name: '4 KiB seq write QD32',
+    tool: 'qemu-img bench',
+    run: (url, _s, size) => qemuImgWrite(url, { bytes: 4096, depth: 32, count: Math.min(50_000, (size * MiB) / 4096) }),
+    own: (url, _s, size) => initiatorLoad(url, { op: 'write', bytes: 4096, depth: 32, random: false, count: Math.min(50_000, (size * MiB) / 4096), sizeBytes: size * MiB }),
+  },
 ];
 
 const median = (xs: number[]) => {
@@ -60,7 +87,7 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'esxemu-bench-iscsi-'));
   mkdirSync(join(dir, 'tgt'));
   mkdirSync(join(dir, 'esxemu'));
-  const tgt = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), controlPort: await freePort(), sizeMiB: o.size });
+  const tgt = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), controlPort: tgtControlPort(), sizeMiB: o.size });
   const ours = await startEsxemuTarget({ dir: join(dir, 'esxemu'), sizeMiB: o.size });
   const targets = [
     { name: 'tgt', url: tgt.url },
@@ -75,12 +102,13 @@ async function main() {
       }
     }
     for (const w of workloads) {
-      results[w.name] = { tgt: [], esxemu: [] };
+      results[w.name] = { tgt: [], esxemu: [], 'own->tgt': [], 'own->esxemu': [] };
       for (let r = 0; r < o.rounds; r++) {
         const order = r % 2 === 0 ? targets : [...targets].reverse();
         for (const t of order) {
           process.stderr.write(`${w.name}: ${t.name} round ${r + 1}/${o.rounds}...\n`);
           results[w.name]![t.name]!.push(await w.run(t.url, o.seconds, o.size));
+          results[w.name]![`own->${t.name}`]!.push(await w.own(t.url, o.seconds, o.size));
         }
       }
     }
@@ -90,21 +118,27 @@ async function main() {
     rmSync(dir, { recursive: true, force: true });
   }
   const table = new Table({
-    head: ['workload', 'tool', 'tgt MB/s', 'tgt IOPS', 'esxemu MB/s', 'esxemu IOPS', 'esxemu / tgt'],
+    head: ['workload', 'initiator', 'tgt MB/s', 'tgt IOPS', 'esxemu MB/s', 'esxemu IOPS', 'esxemu / tgt', 'own initiator -> tgt MB/s', 'own -> esxemu MB/s'],
     style: { head: [], border: [] },
   });
   const summary = workloads.map((w) => {
-    const t = results[w.name]!['tgt']!;
-    const e = results[w.name]!['esxemu']!;
-    const row = {
-      workload: w.name,
-      tool: w.tool,
-      tgt: { mbPerS: median(t.map((x) => x.mbPerS)), iops: median(t.map((x) => x.iops)) },
-      esxemu: { mbPerS: median(e.map((x) => x.mbPerS)), iops: median(e.map((x) => x.iops)) },
-      ratio: 0,
+    const med = (k: string) => {
+      const xs = results[w.name]![k]!;
+      return { mbPerS: median(xs.map((x) => x.mbPerS)), iops: median(xs.map((x) => x.iops)) };
     };
+    const row = { workload: w.name, tool: w.tool, tgt: med('tgt'), esxemu: med('esxemu'), ownToTgt: med('own->tgt'), ownToEsxemu: med('own->esxemu'), ratio: 0 };
     row.ratio = row.esxemu.iops / row.tgt.iops;
-    table.push([w.name, w.tool, row.tgt.mbPerS.toFixed(0), row.tgt.iops.toFixed(0), row.esxemu.mbPerS.toFixed(0), row.esxemu.iops.toFixed(0), row.ratio.toFixed(2)]);
+    table.push([
+      w.name,
+      w.tool,
+      row.tgt.mbPerS.toFixed(0),
+      row.tgt.iops.toFixed(0),
+      row.esxemu.mbPerS.toFixed(0),
+      row.esxemu.iops.toFixed(0),
+      row.ratio.toFixed(2),
+      `${row.ownToTgt.mbPerS.toFixed(0)} (${row.ownToTgt.iops.toFixed(0)} IOPS)`,
+      `${row.ownToEsxemu.mbPerS.toFixed(0)} (${row.ownToEsxemu.iops.toFixed(0)} IOPS)`,
+    ]);
     return row;
   });
   process.stdout.write(table.toString() + '\n');

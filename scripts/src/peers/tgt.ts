@@ -27,6 +27,14 @@ export interface TgtPeer {
   stop(): Promise<void>;
 }
 
+/**
+ * tgtd's "control port" is the suffix of its management socket (/var/run/tgtd/socket.N), not a
+ * TCP port, and tgtd refuses values above 32767: pick one per process to keep instances apart.
+ */
+export function tgtControlPort(): number {
+  return 20000 + ((process.pid * 7 + Math.floor(Math.random() * 1000)) % 12000);
+}
+
 export async function startTgt(opts: { dir: string; port: number; controlPort: number; sizeMiB: number; targetName?: string }): Promise<TgtPeer> {
   if (!tgtAvailable()) throw new EsxError('NOT_FOUND', `tgt is not installed (${TGTD}); apt-get install tgt`);
   const targetName = opts.targetName ?? 'iqn.2026-11.io.esxemu:tgt-peer';
