@@ -178,6 +178,7 @@ t.test('a VMM worker that dies unexpectedly: VM crashed, pages freed, event sent
   await waitFor('the crash event', () => events.length > 0, 20_000);
   t.match(events[0], { vmId: 'victim', event: 'crashed', message: /exited/ });
   t.equal(vm.state, 'crashed');
+  await waitFor('the pages of the crashed VM to be freed', () => k.machine.usedPages === 0, 20_000).catch(() => undefined);
   t.equal(k.machine.usedPages, 0, 'every page of the crashed VM is freed');
   t.same(k.list(), []);
   await t.rejects(vm.powerOff(), { code: 'INVALID_STATE' }, 'a crashed VM cannot be powered off');

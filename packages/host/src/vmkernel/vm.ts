@@ -46,7 +46,7 @@ export interface VmTimeouts {
   terminateTimeoutMs: number;
 }
 
-export const DEFAULT_VM_TIMEOUTS: VmTimeouts = { bootTimeoutMs: 20_000, requestTimeoutMs: 5_000, terminateTimeoutMs: 5_000 };
+export const DEFAULT_VM_TIMEOUTS: VmTimeouts = { bootTimeoutMs: 20_000, requestTimeoutMs: 5_000, terminateTimeoutMs: 15_000 };
 
 export interface VmDeps {
   machine: MachineMemory;
