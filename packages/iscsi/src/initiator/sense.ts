@@ -5,22 +5,9 @@
  * malformed decodes to what could be read and `valid: false`; it never throws.
  */
 
-export const SENSE_KEY = {
-  NO_SENSE: 0x0,
-  RECOVERED_ERROR: 0x1,
-  NOT_READY: 0x2,
-  MEDIUM_ERROR: 0x3,
-  HARDWARE_ERROR: 0x4,
-  ILLEGAL_REQUEST: 0x5,
-  UNIT_ATTENTION: 0x6,
-  DATA_PROTECT: 0x7,
-  BLANK_CHECK: 0x8,
-  VENDOR_SPECIFIC: 0x9,
-  COPY_ABORTED: 0xa,
-  ABORTED_COMMAND: 0xb,
-  VOLUME_OVERFLOW: 0xd,
-  MISCOMPARE: 0xe,
-} as const;
+import { SENSE_KEY } from '../scsi/sense.js';
+
+export { SENSE_KEY };
 
 const KEY_NAMES = new Map<number, string>(Object.entries(SENSE_KEY).map(([k, v]) => [v, k]));
 

@@ -4,6 +4,7 @@
  * its control mode page (SPC-4 4.5).
  */
 
+/** Sense keys (SPC-4 table 28); the initiator decodes with the same table. */
 export const SENSE_KEY = {
   NO_SENSE: 0x0,
   RECOVERED_ERROR: 0x1,
@@ -13,7 +14,11 @@ export const SENSE_KEY = {
   ILLEGAL_REQUEST: 0x5,
   UNIT_ATTENTION: 0x6,
   DATA_PROTECT: 0x7,
+  BLANK_CHECK: 0x8,
+  VENDOR_SPECIFIC: 0x9,
+  COPY_ABORTED: 0xa,
   ABORTED_COMMAND: 0xb,
+  VOLUME_OVERFLOW: 0xd,
   MISCOMPARE: 0xe,
 } as const;
 
