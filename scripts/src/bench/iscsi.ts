@@ -87,14 +87,17 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'esxemu-bench-iscsi-'));
   mkdirSync(join(dir, 'tgt'));
   mkdirSync(join(dir, 'esxemu'));
-  const tgt = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), controlPort: tgtControlPort(), sizeMiB: o.size });
-  const ours = await startEsxemuTarget({ dir: join(dir, 'esxemu'), sizeMiB: o.size });
-  const targets = [
-    { name: 'tgt', url: tgt.url },
-    { name: 'esxemu', url: ours.url },
-  ];
   const results: Record<string, Record<string, IoResult[]>> = {};
+  let tgt: Awaited<ReturnType<typeof startTgt>> | null = null;
+  let ours: Awaited<ReturnType<typeof startEsxemuTarget>> | null = null;
   try {
+    // Inside the try: if either target fails to start, the other is stopped and the dir removed.
+    tgt = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), controlPort: tgtControlPort(), sizeMiB: o.size });
+    ours = await startEsxemuTarget({ dir: join(dir, 'esxemu'), sizeMiB: o.size });
+    const targets = [
+      { name: 'tgt', url: tgt.url },
+      { name: 'esxemu', url: ours.url },
+    ];
     if (qemuImgAvailable()) {
       for (const t of targets) {
         process.stderr.write(`filling ${t.name} LUN (${o.size} MiB)...\n`);
@@ -113,8 +116,8 @@ async function main() {
       }
     }
   } finally {
-    await ours.stop();
-    await tgt.stop();
+    await ours?.stop();
+    await tgt?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
   const table = new Table({
