@@ -26,6 +26,7 @@ import t from 'tap';
 import { IscsiInitiator, type InitiatorOptions } from '@esxemu/iscsi';
 import { EsxError } from '@esxemu/shared';
 import { startEsxemuTarget, type EsxemuTarget } from '@esxemu/scripts/peers/esxemu-target.js';
+import { pattern } from './helpers/pattern.js';
 
 t.setTimeout(90_000);
 
@@ -87,18 +88,6 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   }
 }
 
-/** Deterministic, position-dependent data: a block written at the wrong place is detected. */
-function pattern(bytes: number, seed: number): Buffer {
-  const b = Buffer.alloc(Math.ceil(bytes / 4) * 4);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < b.length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeUInt32LE(x >>> 0, i);
-  }
-  return b.subarray(0, bytes);
-}
 
 interface Tracked<T> {
   promise: Promise<T>;

@@ -25,6 +25,7 @@ import { execa } from 'execa';
 import t, { type Test } from 'tap';
 import { IscsiInitiator } from '@esxemu/iscsi';
 import { startEsxemuTarget, type EsxemuTarget } from '@esxemu/scripts/peers/esxemu-target.js';
+import { pattern } from './helpers/pattern.js';
 
 t.setTimeout(120_000);
 
@@ -314,17 +315,6 @@ function parseDigestTree(text: string): PduDigests[] {
   return pdus;
 }
 
-function pattern(bytes: number, seed: number): Buffer {
-  const b = Buffer.alloc(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeUInt32LE(x >>> 0, i);
-  }
-  return b;
-}
 
 /** What the hosts' initiator does on one session: every data path the target offers. */
 async function driveOwnInitiator(t: Test, target: EsxemuTarget, initiatorName: string, digests: boolean, lbaBase: number): Promise<void> {
