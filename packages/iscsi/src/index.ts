@@ -28,6 +28,7 @@ export { MAX_TRANSFER_BYTES, type BlockLimits } from './scsi/block-limits.js';
 export type { Backstore } from './backstore/backstore.js';
 export { MemoryBackstore } from './backstore/memory.js';
 export { FileBackstore, GRANULE_BYTES, type FileBackstoreOptions } from './backstore/file.js';
+export { FILE_IO_MODES, type FileIoMode, type FileIoOptions, type FileIoStats } from './backstore/file-io.js';
 
 // --- initiator: the hosts' software iSCSI adapter (vmhba)
 export * as initiator from './initiator/index.js';

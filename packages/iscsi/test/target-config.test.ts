@@ -64,6 +64,7 @@ t.test('invalid configurations: INVALID_ARGUMENT naming the field', async (t) =>
     ['relative file without data dir', { targets: [{ name: DEFAULT_TARGET_NAME, luns: [{ lun: 0, file: 'x.img' }] }] }, 'targets.0.luns.0.file'],
     ['burst lengths', { targets: [{ name: DEFAULT_TARGET_NAME, luns: [lun0] }], session: { firstBurstLength: 1 << 20, maxBurstLength: 65536 } }, 'session'],
     ['ACL entry not an iSCSI name', { targets: [{ name: DEFAULT_TARGET_NAME, luns: [lun0], acl: ['bob'] }] }, 'targets.0.acl.0'],
+    ['unknown LUN I/O mode', { targets: [{ name: DEFAULT_TARGET_NAME, luns: [{ ...lun0, io: 'turbo' }] }] }, 'targets.0.luns.0.io'],
   ];
   for (const [what, json, field] of bad) {
     t.throws(() => parseTargetConfig(json), { code: 'INVALID_ARGUMENT', details: { field } }, what);

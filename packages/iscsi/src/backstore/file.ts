@@ -1,6 +1,7 @@
 /**
  * One sparse file per LUN (tgt's bs_rdwr): created with ftruncate to its size, read and written
- * with positioned FileHandle I/O. A write resolves once the data is in the file (the page
+ * with positioned I/O (sync on the event loop while the file answers from memory, else on the
+ * thread pool: file-io.ts). A write resolves once the data is in the file (the page
  * cache: it survives `kill -9`); with fua, and on flush(), fdatasync puts it on the disk.
  *
  * Thin provisioning: Node has no fallocate/punch-hole, so allocation is tracked in a persisted
@@ -25,7 +26,9 @@ import type { MappingRun } from './allocation-map.js';
 import { AllocationMap } from './allocation-map.js';
 import type { Backstore } from './backstore.js';
 import { checkIo, MAX_IO_BYTES } from './io-check.js';
-import { MapFile, syncDir, writeFully } from './map-file.js';
+import { dataBuffers } from './buffer-pool.js';
+import { FileIo, type FileIoOptions, type FileIoStats } from './file-io.js';
+import { MapFile, syncDir } from './map-file.js';
 import { checkGeometry } from './memory.js';
 import { punchHole } from './punch-hole.js';
 
@@ -40,6 +43,8 @@ export interface FileBackstoreOptions {
   /** Create the file when it does not exist (default true). */
   create?: boolean;
   granuleBytes?: number;
+  /** How data moves to and from the file (see file-io.ts); default auto. */
+  io?: FileIoOptions;
 }
 
 export class FileBackstore implements Backstore {
@@ -52,13 +57,15 @@ export class FileBackstore implements Backstore {
   /** The map was missing or unusable at open and was rebuilt as all-mapped. */
   readonly mapRebuilt: boolean;
   private readonly fh: FileHandle;
+  private readonly io: FileIo;
   private readonly map: AllocationMap;
   private readonly mapFile: MapFile;
   private closed = false;
 
-  private constructor(path: string, fh: FileHandle, opened: { map: AllocationMap; file: MapFile; rebuilt: boolean }, blockSize: number) {
+  private constructor(path: string, fh: FileHandle, opened: { map: AllocationMap; file: MapFile; rebuilt: boolean }, blockSize: number, io: FileIoOptions) {
     this.path = path;
     this.fh = fh;
+    this.io = new FileIo(fh, io);
     this.map = opened.map;
     this.mapFile = opened.file;
     this.mapRebuilt = opened.rebuilt;
@@ -104,21 +111,13 @@ export class FileBackstore implements Backstore {
       await opened.file.close().catch(() => undefined);
       throw err;
     });
-    return new FileBackstore(opts.path, fh, opened, blockSize);
+    return new FileBackstore(opts.path, fh, opened, blockSize, opts.io ?? {});
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.check(offset, length);
-    const buf = Buffer.allocUnsafe(length);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await this.fh.read(buf, done, length - done, offset + done);
-      if (bytesRead <= 0) {
-        buf.fill(0, done); // past the file's end (it was shrunk behind our back): zeros
-        break;
-      }
-      done += bytesRead;
-    }
+    const buf = dataBuffers.take(length);
+    await this.io.readFully(buf, 0, length, offset);
     return buf;
   }
 
@@ -129,8 +128,13 @@ export class FileBackstore implements Backstore {
       this.mapFile.markDirty(changed);
       await this.mapFile.persist(false);
     }
-    await writeFully(this.fh, data, offset);
+    await this.io.writeFully(data, offset);
     if (opts?.fua) await this.sync();
+  }
+
+  /** How reads and writes were served (sync or thread pool), for logs and benchmarks. */
+  get ioStats(): FileIoStats {
+    return this.io.stats;
   }
 
   async flush(): Promise<void> {
@@ -191,7 +195,7 @@ export class FileBackstore implements Backstore {
   private async writeZeros(from: number, to: number): Promise<void> {
     for (let pos = from; pos < to; pos += ZERO_CHUNK.length) {
       const n = Math.min(ZERO_CHUNK.length, to - pos);
-      await writeFully(this.fh, ZERO_CHUNK.subarray(0, n), pos);
+      await this.io.writeFully(ZERO_CHUNK.subarray(0, n), pos);
     }
   }
 

@@ -24,7 +24,7 @@ export type DeviceFactory = (def: TargetDefinition, log: Logger) => Promise<Buil
 async function openBackstore(l: LunConfig): Promise<Backstore> {
   if (l.backing.kind === 'memory') return new MemoryBackstore(l.sizeBytes, l.blockSize);
   await mkdir(dirname(l.backing.path), { recursive: true });
-  return FileBackstore.open({ path: l.backing.path, sizeBytes: l.sizeBytes, blockSize: l.blockSize });
+  return FileBackstore.open({ path: l.backing.path, sizeBytes: l.sizeBytes, blockSize: l.blockSize, io: { mode: l.io } });
 }
 
 export const buildTargetDevice: DeviceFactory = async (def, log) => {

@@ -11,7 +11,7 @@
  *   {
  *     "targets": [{
  *       "name": "iqn.2026-11.io.esxemu:datastore1", "alias": "datastore1", "tpgt": 1,
- *       "luns": [{ "lun": 0, "file": "lun0.img", "size": "10GiB" }, { "lun": 1, "memory": true, "size": 64 }],
+ *       "luns": [{ "lun": 0, "file": "lun0.img", "size": "10GiB", "io": "auto" }, { "lun": 1, "memory": true, "size": 64 }],
  *       "acl": ["iqn.2026-11.io.esxemu:esx01", "iqn.2026-11.io.esxemu:esx02"],
  *       "lunMasking": { "iqn.2026-11.io.esxemu:esx02": [0] },
  *       "chap": { "user": "esx", "secret": "0123456789ab", "mutualUser": "san", "mutualSecret": "ba9876543210" }
@@ -26,6 +26,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { EsxError, MIB, parseSizeMiB } from '@esxemu/shared';
+import { FILE_IO_MODES, type FileIoMode } from '../backstore/file-io.js';
 import type { ChapSecrets } from '../session/chap.js';
 import { isIscsiName } from '../session/keys.js';
 import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js';
@@ -43,6 +44,8 @@ export interface LunConfig {
   sizeBytes: number;
   blockSize: number;
   readOnly: boolean;
+  /** File LUNs: how data moves to and from the file (backstore/file-io.ts). */
+  io: FileIoMode;
 }
 
 export interface TargetDefinition {
@@ -82,6 +85,7 @@ const lunSchema = z
     size: size.optional(),
     blockSize: z.union([z.literal(512), z.literal(4096)]).default(512),
     readOnly: z.boolean().default(false),
+    io: z.enum(FILE_IO_MODES).default('auto'),
   })
   .strict()
   .refine((l) => !(l.file !== undefined && l.memory === true), { message: 'a LUN is either a file or memory, not both' });
@@ -173,7 +177,7 @@ export function parseTargetConfig(input: unknown, paths: ConfigPaths = {}): Targ
         files.add(path);
         backing = { kind: 'file', path };
       }
-      return { lun: l.lun, backing, sizeBytes, blockSize: l.blockSize, readOnly: l.readOnly };
+      return { lun: l.lun, backing, sizeBytes, blockSize: l.blockSize, readOnly: l.readOnly, io: l.io };
     });
     if (t.lunMasking) {
       for (const [initiator, list] of Object.entries(t.lunMasking)) {
@@ -229,6 +233,8 @@ export interface TargetFlags {
   alias?: string;
   /** Size of LUN 0 (MiB number or "2GiB"). */
   lunSize?: string | number;
+  /** How LUN 0's file is read and written (auto, sync, threadpool). */
+  lunIo?: string;
   /** Use a memory LUN even with a data directory. */
   memory?: boolean;
   /** Allowed initiators; absent = all. */
@@ -254,7 +260,7 @@ export function configFromFlags(f: TargetFlags): TargetConfig {
         {
           name: f.targetName ?? DEFAULT_TARGET_NAME,
           alias: f.alias ?? 'datastore1',
-          luns: [{ lun: 0, ...(useMemory ? { memory: true } : { file: DEFAULT_LUN_FILE }), size: f.lunSize ?? DEFAULT_LUN_SIZE_MIB }],
+          luns: [{ lun: 0, ...(useMemory ? { memory: true } : { file: DEFAULT_LUN_FILE }), size: f.lunSize ?? DEFAULT_LUN_SIZE_MIB, ...(f.lunIo !== undefined ? { io: f.lunIo } : {}) }],
           ...(f.acl && f.acl.length ? { acl: f.acl } : {}),
           ...(chap ? { chap } : {}),
           ...(f.portals && f.portals.length ? { portals: f.portals } : {}),

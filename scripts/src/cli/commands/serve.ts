@@ -7,9 +7,9 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { startHost } from '@esxemu/host';
-import { configFromFlags, DEFAULT_LUN_SIZE_MIB, DEFAULT_TARGET_NAME, ISCSI_DEFAULT_PORT, loadTargetConfig, startIscsiTarget } from '@esxemu/iscsi';
+import { configFromFlags, DEFAULT_LUN_SIZE_MIB, FILE_IO_MODES, DEFAULT_TARGET_NAME, ISCSI_DEFAULT_PORT, loadTargetConfig, startIscsiTarget } from '@esxemu/iscsi';
 import { createLogger, EsxError, toEsxError, writeReadyFile, type Logger } from '@esxemu/shared';
 import { startVcenter } from '@esxemu/vcenter';
 import { defaultHome } from '../../cluster/layout.js';
@@ -156,11 +156,12 @@ export function registerServeCommands(program: Command): void {
       .option('--config <file>', 'JSON file with targets, LUNs, ACLs and CHAP (overrides the flags below)')
       .option('--target-name <iqn>', `name of the default target (default ${DEFAULT_TARGET_NAME})`)
       .option('--lun-size <size>', `size of LUN 0, e.g. 1024 or 1GiB (default ${DEFAULT_LUN_SIZE_MIB} MiB)`)
+      .addOption(new Option('--lun-io <mode>', 'how LUN 0\'s file is read and written: sync on the event loop while it answers from the page cache, else the thread pool (auto), always sync, or always the thread pool').choices(FILE_IO_MODES).default('auto'))
       .option('--memory-lun', 'keep LUN 0 in memory even with --data-dir')
       .option('--acl <initiators...>', 'initiator names allowed to log in (default: all)')
       .option('--chap-user <name>', 'require CHAP with this user name (secret in env ESXEMU_ISCSI_CHAP_SECRET)')
       .option('--mutual-user <name>', 'mutual CHAP: the target answers as this user (secret in env ESXEMU_ISCSI_MUTUAL_SECRET)'),
-  ).action(async (o: CommonServeOpts & { listen: string; advertise?: string; port: number; dataDir?: string; config?: string; targetName?: string; lunSize?: string; memoryLun?: boolean; acl?: string[]; chapUser?: string; mutualUser?: string }) => {
+  ).action(async (o: CommonServeOpts & { listen: string; advertise?: string; port: number; dataDir?: string; config?: string; targetName?: string; lunSize?: string; lunIo?: string; memoryLun?: boolean; acl?: string[]; chapUser?: string; mutualUser?: string }) => {
     const log = createLogger({ name: 'iscsi', level: o.logLevel, file: o.logFile, stdout: o.logStdout });
     log.debug({ config: o }, 'effective configuration');
     await runServer(log, 'iscsi target', async () => {
@@ -170,6 +171,7 @@ export function registerServeCommands(program: Command): void {
             ...(o.dataDir ? { dataDir: o.dataDir } : {}),
             ...(o.targetName ? { targetName: o.targetName } : {}),
             ...(o.lunSize ? { lunSize: o.lunSize } : {}),
+            ...(o.lunIo ? { lunIo: o.lunIo } : {}),
             ...(o.memoryLun ? { memory: true } : {}),
             ...(o.acl ? { acl: o.acl } : {}),
             ...(o.chapUser ? { chapUser: o.chapUser, chapSecret: requiredEnv('ESXEMU_ISCSI_CHAP_SECRET', '--chap-user') } : {}),
