@@ -14,6 +14,7 @@
  * - task table full, or the session's write budget spent -> TASK SET FULL
  * The SCSI layer never sees a PDU: it gets a ScsiRequest with all the write data.
  */
+import { dataBuffers } from '../backstore/buffer-pool.js';
 import { AHS_TYPE, F, SCSI_CMD } from '../transport/fields.js';
 import { REJECT_REASON } from '../transport/opcodes.js';
 import { RESERVED_TAG, type Pdu } from '../transport/pdu.js';
@@ -201,9 +202,15 @@ async function runTask(conn: Connection, session: Session, run: CommandRun): Pro
       session.log.error({ task: task.toString(), err: (err as Error)?.message, stack: (err as Error)?.stack }, 'the SCSI layer threw; answering INTERNAL TARGET FAILURE');
       rsp = { status: SAM_STAT.CHECK_CONDITION, data: null, sense: fixedSense(SENSE_KEY.HARDWARE_ERROR, TRANSPORT_ASC.INTERNAL_TARGET_FAILURE) };
     }
+    // The command has run: its Data-Out is in the backstore (or was refused) and nothing refers to
+    // the collected buffer any more.
+    if (task.write && rsp.data?.buffer !== task.write.buffer.buffer) dataBuffers.release(task.write.buffer);
     if (task.aborted) return;
     task.phase = 'responding';
     const pdus = buildCompletion(task, rsp, { lunField: run.lunField, maxSegment: session.params.initiatorMaxRecvDataSegmentLength, maxBurst: session.params.maxBurstLength });
+    // The read data goes back to the pool once the socket has written the last PDU that refers
+    // to it (PDUs leave in order, so every earlier Data-In is written by then).
+    if (rsp.data && pdus.length) pdus[pdus.length - 1]!.pdu.onSent = () => dataBuffers.release(rsp.data);
     // Out of the table before the status leaves: MaxCmdSN in it already counts the slot as free.
     finish(session, run);
     await conn.send(pdus);

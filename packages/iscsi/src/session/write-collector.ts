@@ -10,7 +10,11 @@
  * the result function is OR), so every sequence must arrive in order: DataSN counts from 0 in
  * each sequence and each PDU starts where the previous one ended. A PDU that breaks these rules
  * is refused with the Reject reason to send; the collector's state does not change.
+ *
+ * The buffer comes from the shared data pool; the session gives it back once the SCSI layer has
+ * executed the command (it keeps no reference to Data-Out past execute()).
  */
+import { dataBuffers } from '../backstore/buffer-pool.js';
 import { REJECT_REASON } from '../transport/opcodes.js';
 import { RESERVED_TAG } from '../transport/pdu.js';
 
@@ -57,7 +61,7 @@ export class WriteCollector {
    * @param finalBit the command's F bit: 1 = no unsolicited Data-Out follows
    */
   constructor(total: number, immediate: Buffer, finalBit: boolean, p: WriteParams, newTag: () => number) {
-    this.buffer = Buffer.allocUnsafe(total);
+    this.buffer = dataBuffers.take(total);
     this.p = p;
     this.newTag = newTag;
     immediate.copy(this.buffer, 0);

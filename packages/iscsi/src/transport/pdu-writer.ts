@@ -36,12 +36,19 @@ export function encodedLength(pdu: Pdu, d: DigestSettings): number {
 
 /**
  * Write PDUs to a socket corked. Returns false when the socket's buffer is over its high-water
- * mark (the caller should wait for 'drain' before queuing more).
+ * mark (the caller should wait for 'drain' before queuing more). A PDU's onSent runs from the
+ * write callback of its last part: the socket has let go of all of its bytes.
  */
 export function writePdus(socket: Socket, pdus: readonly Pdu[], d: DigestSettings): boolean {
   socket.cork();
   let ok = true;
-  for (const pdu of pdus) for (const part of encodePdu(pdu, d)) ok = socket.write(part) && ok;
+  for (const pdu of pdus) {
+    const parts = encodePdu(pdu, d);
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) ok = socket.write(parts[i]!) && ok;
+    const sent = pdu.onSent;
+    ok = (sent ? socket.write(parts[last]!, () => sent()) : socket.write(parts[last]!)) && ok;
+  }
   process.nextTick(() => socket.uncork());
   return ok;
 }

@@ -16,13 +16,20 @@ export const MAX_AHS_BYTES = 255 * 4;
 /** The data segment length field is 24 bits. */
 export const MAX_DATA_SEGMENT_FIELD = 0xffffff;
 export const RESERVED_TAG = 0xffffffff;
+/** Shared by every PDU without AHS or data: a zero-length buffer has no bytes to change. */
+const EMPTY = Buffer.alloc(0);
 
 export class Pdu {
   readonly bhs: Buffer;
   ahs: Buffer;
   data: Buffer;
+  /**
+   * Called by writePdus once the socket is done with this PDU's bytes: written to the kernel, or
+   * failed with the connection. The owner of `data` may reuse it from then on, not before.
+   */
+  onSent: (() => void) | null = null;
 
-  constructor(bhs: Buffer = Buffer.alloc(BHS_BYTES), ahs: Buffer = Buffer.alloc(0), data: Buffer = Buffer.alloc(0)) {
+  constructor(bhs: Buffer = Buffer.alloc(BHS_BYTES), ahs: Buffer = EMPTY, data: Buffer = EMPTY) {
     if (bhs.length !== BHS_BYTES) throw new RangeError(`BHS must be ${BHS_BYTES} bytes, got ${bhs.length}`);
     this.bhs = bhs;
     this.ahs = ahs;
