@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { IscsiInitiator, SENSE_KEY } from '../src/initiator/index.js';
-import { Tgtd, tgtAvailable } from './initiator-tgt.js';
+import { Tgtd, tgtAvailable } from '../src/peers/tgtd.js';
 
 const INITIATOR = 'iqn.2024-01.org.esxemu:test-io';
 const A = 'iqn.2024-01.org.esxemu:io-a';

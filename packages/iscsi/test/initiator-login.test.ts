@@ -6,7 +6,7 @@
 import t from 'tap';
 import type { EsxError } from '@esxemu/shared';
 import { IscsiInitiator } from '../src/initiator/index.js';
-import { Tgtd, tgtAvailable } from './initiator-tgt.js';
+import { Tgtd, tgtAvailable } from '../src/peers/tgtd.js';
 
 const INITIATOR = 'iqn.2024-01.org.esxemu:test-login';
 const OPEN = 'iqn.2024-01.org.esxemu:open';

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { waitFor, type EsxError } from '@esxemu/shared';
 import { IscsiInitiator } from '../src/initiator/index.js';
-import { Tgtd, tgtAvailable } from './initiator-tgt.js';
+import { Tgtd, tgtAvailable } from '../src/peers/tgtd.js';
 
 const TARGET = 'iqn.2024-01.org.esxemu:recovery';
 const BS = 512;

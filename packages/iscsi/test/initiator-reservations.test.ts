@@ -7,7 +7,7 @@
 import t from 'tap';
 import { IscsiInitiator, PR_TYPE } from '../src/initiator/index.js';
 import { SAM_STAT } from '../src/scsi/types.js';
-import { Tgtd, tgtAvailable } from './initiator-tgt.js';
+import { Tgtd, tgtAvailable } from '../src/peers/tgtd.js';
 
 const TARGET = 'iqn.2024-01.org.esxemu:shared-lun';
 const BS = 512;

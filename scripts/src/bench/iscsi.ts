@@ -22,7 +22,7 @@ import { iscsiPerf, qemuImgAvailable, qemuImgWrite, type IoResult } from '../pee
 import { initiatorLoad } from '../peers/esxemu-initiator-load.js';
 import { startEsxemuTarget } from '../peers/esxemu-target.js';
 import { freePort } from '../peers/free-port.js';
-import { startTgt, tgtAvailable, tgtControlPort } from '../peers/tgt.js';
+import { startTgt, tgtAvailable } from '../peers/tgt.js';
 
 interface Workload {
   name: string;
@@ -92,7 +92,7 @@ async function main() {
   let ours: Awaited<ReturnType<typeof startEsxemuTarget>> | null = null;
   try {
     // Inside the try: if either target fails to start, the other is stopped and the dir removed.
-    tgt = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), controlPort: tgtControlPort(), sizeMiB: o.size });
+    tgt = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), sizeMiB: o.size });
     ours = await startEsxemuTarget({ dir: join(dir, 'esxemu'), sizeMiB: o.size });
     const targets = [
       { name: 'tgt', url: tgt.url },

@@ -14,7 +14,7 @@ import { Command } from 'commander';
 import Table from 'cli-table3';
 import { startEsxemuTarget } from '../peers/esxemu-target.js';
 import { freePort } from '../peers/free-port.js';
-import { startTgt, tgtAvailable, tgtControlPort } from '../peers/tgt.js';
+import { startTgt, tgtAvailable } from '../peers/tgt.js';
 import { conformanceSuiteAvailable, runConformance, type ConformanceResult } from './iscsi-test-cu.js';
 
 export interface Comparison {
@@ -38,7 +38,7 @@ export async function compareConformance(sizeMiB = 256): Promise<Comparison> {
     let tgt: ConformanceResult | null = null;
     if (tgtAvailable()) {
       mkdirSync(join(dir, 'tgt'));
-      const peer = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), controlPort: tgtControlPort(), sizeMiB });
+      const peer = await startTgt({ dir: join(dir, 'tgt'), port: await freePort(), sizeMiB });
       try {
         tgt = await runConformance(peer.url);
       } finally {

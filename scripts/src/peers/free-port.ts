@@ -1,13 +1,2 @@
-/** A free TCP port on 127.0.0.1 (bind port 0, read it, close). For peers that cannot report their own. */
-import net from 'node:net';
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+/** A free TCP port on 127.0.0.1, for peers that cannot report their own: the tgtd harness's. */
+export { freePort } from '@esxemu/iscsi/tgtd';

@@ -1,12 +1,14 @@
 /**
- * Test harness: a real Linux tgt (`tgtd`) that no one here wrote, as the peer of the initiator.
- * Each instance runs in the foreground as our child, with its own iSCSI port on 127.0.0.1 and
- * its own management socket (`-C <control port>`), backed by files in a temp dir; `kill()` is
- * SIGKILL (the target crashes), `restart()` starts it again on the same ports and files and
- * replays the configuration (tgtd keeps none).
+ * A real Linux tgt (`tgtd`, Debian's `tgt` package) that no one here wrote, as a peer: of the
+ * initiator in its tests, and of esxemu's target in the conformance comparison and the
+ * benchmark (`@esxemu/iscsi/tgtd`). Each instance runs in the foreground as our child, with its
+ * own iSCSI port on 127.0.0.1 and its own management socket (`-C <control port>`: the suffix of
+ * /run/tgtd/socket.N, not a TCP port, at most 32767), backed by sparse files in its directory;
+ * `kill()` is SIGKILL (the target crashes), `restart()` starts it again on the same ports and
+ * files and replays the configuration (tgtd keeps none).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, rmSync, ftruncateSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, rmSync, ftruncateSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,6 +58,10 @@ export interface TgtTarget {
 
 export interface TgtOptions {
   targets: TgtTarget[];
+  /** Where the LUN files and tgtd.log go (default: a new temp dir, removed by stop()). */
+  dir?: string;
+  /** iSCSI port on 127.0.0.1 (default: a free one). */
+  port?: number;
   /** Extra `--iscsi` options, e.g. `nop_interval=1,nop_count=3`. */
   iscsiOptions?: string;
 }
@@ -71,9 +77,11 @@ export class Tgtd {
   private child: ChildProcess | null = null;
   private exited: Promise<void> = Promise.resolve();
   private readonly opts: TgtOptions;
+  private readonly ownsDir: boolean;
 
   private constructor(dir: string, port: number, controlPort: number, opts: TgtOptions) {
     this.dir = dir;
+    this.ownsDir = opts.dir === undefined;
     this.port = port;
     this.controlPort = controlPort;
     this.opts = opts;
@@ -88,8 +96,9 @@ export class Tgtd {
   }
 
   static async start(opts: TgtOptions): Promise<Tgtd> {
-    const dir = mkdtempSync(join(tmpdir(), 'esxemu-tgt-'));
-    const port = await freePort();
+    const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'esxemu-tgt-'));
+    mkdirSync(dir, { recursive: true });
+    const port = opts.port ?? (await freePort());
     // A management socket of our own: /run/tgtd/socket.<controlPort>; pick one no tgtd holds.
     let controlPort = 0;
     for (let i = 0; i < 50 && !controlPort; i++) {
@@ -182,10 +191,10 @@ export class Tgtd {
     await this.launch();
   }
 
-  /** Kill and remove the temp dir. */
+  /** Kill, and remove the directory if it was ours. */
   async stop(): Promise<void> {
     this.thaw();
     await this.kill();
-    rmSync(this.dir, { recursive: true, force: true });
+    if (this.ownsDir) rmSync(this.dir, { recursive: true, force: true });
   }
 }
