@@ -23,6 +23,14 @@ export const ERROR_CODES = {
   /** An iSCSI target portal cannot be reached (connection refused/reset, session down). */
   TARGET_UNREACHABLE: 503,
   TIMEOUT: 504,
+  /** Storage (the VMFS datastore and the block devices under it). */
+  NOT_FORMATTED: 409,
+  FORMAT_UNSUPPORTED: 409,
+  CORRUPT: 500,
+  NO_SPACE: 507,
+  FILE_LOCKED: 423,
+  LOCK_LOST: 409,
+  IO_ERROR: 500,
   CANCELLED: 499,
   VM_CRASHED: 500,
   TASK_INTERRUPTED: 500,
