@@ -6,6 +6,7 @@
  */
 import type { WorkloadSpec } from '@esxemu/shared';
 import type { GuestMemory } from './guest-memory.js';
+import type { VirtualDisk } from './disk.js';
 import type { VirtualNic } from './nic.js';
 import type { Registers } from './registers.js';
 
@@ -14,6 +15,8 @@ export interface GuestContext {
   regs: Registers;
   /** Present when the VMM gave the VM a network device. */
   nic: VirtualNic | null;
+  /** Present when the VM has a virtual disk. */
+  disk?: VirtualDisk | null;
 }
 
 export interface Workload<S extends WorkloadSpec = WorkloadSpec> {

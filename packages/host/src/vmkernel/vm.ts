@@ -14,6 +14,7 @@
  * log line (host log and vmkernel.log). Whatever the path out (power off, failed power on,
  * crash), the worker is gone before the VM's machine pages are freed.
  */
+import { MessageChannel } from 'node:worker_threads';
 import { REGISTER_COUNT, R_STEP_LO, Registers } from '@esxemu/guest';
 import { EsxError, pagesToMiB, mibToPages, toEsxError, type Logger, type VmConfig, type VmRuntime, type VmStats } from '@esxemu/shared';
 import type { NetDeviceOptions } from '../vmm/devices/net/device.js';
@@ -25,6 +26,7 @@ import { Pmap } from './memory/pmap.js';
 import type { CpuClaim, SchedulableVm } from './scheduler.js';
 import type { VmkernelLog } from './vmkernel-log.js';
 import { VmmChannel } from './vmm-channel.js';
+import { VirtualDiskService, type DiskBackend, type VirtualDiskStats } from './virtual-disk.js';
 
 export type VmState = 'poweredOff' | 'poweringOn' | 'poweredOn' | 'resetting' | 'poweringOff' | 'crashed';
 
@@ -56,6 +58,11 @@ export interface VmDeps {
   vcpu: VcpuLoopOptions;
   nic: Omit<NetDeviceOptions, 'ip' | 'port'>;
   timeouts: VmTimeouts;
+  /**
+   * Open the VM's virtual disk (its .vmdk on the datastore). Absent: this host has nowhere to
+   * keep disks, and a VM with a disk cannot power on here.
+   */
+  openDisk?: (config: VmConfig) => Promise<DiskBackend>;
   /** The VM crashed; its worker is gone and its pages are freed. */
   onCrash(vm: Vm, err: EsxError): void;
 }
@@ -78,6 +85,7 @@ export class Vm implements SchedulableVm {
   readonly counters = new VcpuCounters();
   private st: VmState = 'poweredOff';
   private vmm: VmmChannel | null = null;
+  private disk: VirtualDiskService | null = null;
   private worldId = 0;
   private startedAtMs = 0;
   private nicAddr: string | null = null;
@@ -149,7 +157,15 @@ export class Vm implements SchedulableVm {
       capMhz: c.vcpus * this.deps.cpuMhz,
       stopAtStep: opts.stopAtStep ?? null,
       nic: c.workload.kind === 'webserver' ? { ...this.deps.nic, ip: c.ip, port: c.workload.port } : null,
+      disk: null,
     };
+    try {
+      init.disk = await this.openDisk();
+    } catch (err) {
+      const e = toEsxError(err);
+      this.transition('poweredOff', `power on failed: ${e.code}: ${e.message}`);
+      throw e;
+    }
     this.boot = deferred();
     const bootTimer = setTimeout(
       () => this.boot?.reject(new EsxError('TIMEOUT', `VM ${c.name} did not boot within ${this.deps.timeouts.bootTimeoutMs} ms`)),
@@ -355,11 +371,32 @@ export class Vm implements SchedulableVm {
    * Make sure the worker is gone, then free the VM's machine pages. If the worker cannot be
    * shown gone in time, the pages are kept (a leak, logged) rather than freed under its feet.
    */
+  /** The disk service and the VMM's end of its channel, when the VM has a disk. */
+  private async openDisk(): Promise<VmmInit['disk']> {
+    const c = this.config;
+    if (c.diskMiB === undefined) return null;
+    if (!this.deps.openDisk) throw new EsxError('INVALID_STATE', `VM ${c.name} has a ${c.diskMiB} MiB disk and this host has no datastore to keep it on`);
+    const backend = await this.deps.openDisk(c);
+    const channel = new MessageChannel();
+    this.disk = new VirtualDiskService(channel.port1, backend, { log: this.deps.logger.child({ vm: c.name, device: 'disk' }) });
+    return { port: channel.port2, sizeBytes: backend.sizeBytes };
+  }
+
+  /** Figures of the VM's virtual disk, or null without one. */
+  get diskStats(): VirtualDiskStats | null {
+    return this.disk ? { ...this.disk.stats } : null;
+  }
+
   private async teardown(): Promise<number> {
     const vmm = this.vmm;
     this.vmm = null;
     this.nicAddr = null;
-    if (vmm && !(await vmm.terminate(this.deps.timeouts.terminateTimeoutMs))) {
+    const disk = this.disk;
+    this.disk = null;
+    const terminated = !vmm || (await vmm.terminate(this.deps.timeouts.terminateTimeoutMs));
+    // After the worker: the VMM drained its disk at stop, and nothing can submit any more.
+    await disk?.close().catch((err: unknown) => this.deps.logger.warn({ vmId: this.id, err: toEsxError(err).message }, 'closing the virtual disk failed'));
+    if (!terminated) {
       this.deps.logger.error({ vmId: this.id }, `VMM worker of ${this.config.name} did not terminate; its ${this.pmap.consumedPages} pages stay allocated`);
       return 0;
     }

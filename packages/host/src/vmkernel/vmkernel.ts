@@ -27,6 +27,7 @@ import { MachineMemory } from './memory/machine-memory.js';
 import { CpuScheduler } from './scheduler.js';
 import { DEFAULT_VM_TIMEOUTS, Vm, type PowerOnOptions, type VmTimeouts } from './vm.js';
 import type { VmkernelLog } from './vmkernel-log.js';
+import type { DiskBackend } from './virtual-disk.js';
 
 const TRANSIENT: ReadonlySet<string> = new Set(['poweringOn', 'poweringOff', 'resetting']);
 const SETTLE_TIMEOUT_MS = 30_000;
@@ -46,6 +47,8 @@ export interface VmkernelOptions {
   vcpu?: Partial<VcpuLoopOptions>;
   nic?: Partial<Omit<NetDeviceOptions, 'ip' | 'port'>>;
   timeouts?: Partial<VmTimeouts>;
+  /** Where VM disks live (the datastore); absent: VMs with a disk cannot power on here. */
+  openDisk?: (config: VmConfig) => Promise<DiskBackend>;
 }
 
 /** Unsolicited VM events (vcenter learns of the rest from the answers to its requests). */
@@ -64,6 +67,7 @@ export class Vmkernel {
   private readonly vcpu: VcpuLoopOptions;
   private readonly nic: Omit<NetDeviceOptions, 'ip' | 'port'>;
   private readonly timeouts: VmTimeouts;
+  private readonly openDisk: ((config: VmConfig) => Promise<DiskBackend>) | null;
   private readonly listeners = new Set<(e: VmEvent) => void>();
   private readonly scheduleTimer: NodeJS.Timeout;
   private sampleTimer: NodeJS.Timeout | null = null;
@@ -77,6 +81,7 @@ export class Vmkernel {
     this.vcpu = { ...DEFAULT_VCPU_LOOP_OPTIONS, ...opts.vcpu };
     this.nic = { ...DEFAULT_NET_DEVICE_OPTIONS, ...opts.nic };
     this.timeouts = { ...DEFAULT_VM_TIMEOUTS, ...opts.timeouts };
+    this.openDisk = opts.openDisk ?? null;
     this.scheduleTimer = setInterval(() => this.rebalance(), opts.scheduleIntervalMs ?? 100);
     this.scheduleTimer.unref();
     this.setSampleInterval(opts.sampleIntervalMs ?? 2000);
@@ -120,6 +125,7 @@ export class Vmkernel {
       vcpu: this.vcpu,
       nic: this.nic,
       timeouts: this.timeouts,
+      ...(this.openDisk ? { openDisk: this.openDisk } : {}),
       onCrash: (v, err) => this.onCrash(v, err),
     });
     this.vms.set(config.id, vm);

@@ -37,7 +37,7 @@ export class VmmChannel {
     private readonly requestTimeoutMs: number,
     private readonly h: VmmChannelHandlers,
   ) {
-    const w = new Worker(WORKER_URL, { workerData: init, execArgv: workerExecArgv(), resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MIB } });
+    const w = new Worker(WORKER_URL, { workerData: init, transferList: init.disk ? [init.disk.port] : [], execArgv: workerExecArgv(), resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MIB } });
     this.worker = w;
     w.on('message', (m: VmmToVmkernel) => this.onMessage(m));
     w.on('error', (err) => this.onGone(`threw: ${toEsxError(err).message}`));

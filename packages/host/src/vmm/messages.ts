@@ -16,6 +16,7 @@
  *      | -- stop ------------------------------> |  vCPU stopped, devices closed
  *      | <-------------------- fault {error} --- |  the guest cannot go on: VM crashed
  */
+import type { MessagePort } from 'node:worker_threads';
 import type { ErrorBody, VmConfig } from '@esxemu/shared';
 import type { MachineMemoryHandle } from '../vmkernel/memory/machine-memory.js';
 import type { PmapHandle } from '../vmkernel/memory/pmap.js';
@@ -38,6 +39,8 @@ export interface VmmInit {
   stopAtStep: number | null;
   /** The VM's NIC, or null for a VM with no network service. */
   nic: NetDeviceOptions | null;
+  /** The VM's virtual disk (its channel to the VMkernel's disk service), or null. */
+  disk: { port: MessagePort; sizeBytes: number } | null;
 }
 
 export type VmmRequest =

@@ -8,6 +8,7 @@ import { GuestMemory, Registers, bootGuest, getWorkload, type GuestContext, type
 import { toEsxError, type ErrorBody } from '@esxemu/shared/core';
 import { MachineMemory } from '../vmkernel/memory/machine-memory.js';
 import { Pmap } from '../vmkernel/memory/pmap.js';
+import { DiskDevice } from './devices/disk/device.js';
 import { NetDevice } from './devices/net/device.js';
 import { isVmmRequest, type VmmInit, type VmmRequest, type VmmToVmkernel } from './messages.js';
 import { VcpuCounters } from './vcpu-counters.js';
@@ -22,18 +23,20 @@ export interface VmmPort {
 export async function runVmm(init: VmmInit, port: VmmPort): Promise<void> {
   const post = (m: VmmToVmkernel): void => port.postMessage(m);
   let nic: NetDevice | null = null;
+  const disk = init.disk ? new DiskDevice(init.disk) : null;
   let vmm: Vmm;
   try {
     const mm = MachineMemory.attach(init.machine);
     const pmap = Pmap.attach(init.pmap, mm);
-    const ctx: GuestContext = { mem: new GuestMemory(pmap), regs: new Registers(init.regs), nic: null };
+    const ctx: GuestContext = { mem: new GuestMemory(pmap), regs: new Registers(init.regs), nic: null, disk };
     const workload = getWorkload(init.config.workload.kind);
     if (init.nic) nic = await NetDevice.open(init.nic);
     ctx.nic = nic;
     bootGuest(ctx, workload, init.config.workload, init.config.seed);
-    vmm = new Vmm(init, pmap, ctx, workload, nic, post);
+    vmm = new Vmm(init, pmap, ctx, workload, nic, disk, post);
   } catch (err) {
     await nic?.close();
+    disk?.close();
     post({ type: 'bootFailed', error: errorBody(err) });
     return;
   }
@@ -41,6 +44,9 @@ export async function runVmm(init: VmmInit, port: VmmPort): Promise<void> {
   post({ type: 'booted', steps: vmm.steps, nicAddress: nic ? nic.address : null });
   vmm.start(init.stopAtStep);
 }
+
+/** How long power-off and reset wait for the disk's in-flight requests. */
+const DISK_DRAIN_MS = 10_000;
 
 function errorBody(err: unknown): ErrorBody {
   return toEsxError(err).toJSON();
@@ -55,6 +61,7 @@ class Vmm {
     private readonly ctx: GuestContext,
     private readonly workload: Workload,
     private readonly nic: NetDevice | null,
+    private readonly disk: DiskDevice | null,
     private readonly post: (m: VmmToVmkernel) => void,
   ) {
     this.loop = new VcpuLoop(ctx, workload, new VcpuCounters(init.counters), init.capMhz, init.vcpu, {
@@ -74,6 +81,7 @@ class Vmm {
   private fault(err: unknown): void {
     this.loop.stop();
     void this.nic?.close();
+    this.disk?.close();
     this.post({ type: 'fault', error: errorBody(err) });
   }
 
@@ -100,14 +108,26 @@ class Vmm {
       case 'stop': {
         const steps = this.loop.stop();
         await this.nic?.close();
+        // Every write the guest submitted is answered before the VM is gone (bounded).
+        const drained = await this.disk?.drain(DISK_DRAIN_MS).then(
+          () => null,
+          (err: unknown) => errorBody(err).message,
+        );
+        if (drained) this.post({ type: 'log', level: 'warn', msg: `power-off: ${drained}` });
+        this.disk?.close();
         return this.ok(m, { steps });
       }
     }
   }
 
   /** Reboot the guest: answer pending requests, free every page, boot from the seed again. */
-  private reset(m: Extract<VmmRequest, { type: 'reset' }>): void {
+  private async reset(m: Extract<VmmRequest, { type: 'reset' }>): Promise<void> {
     let freedPages = 0;
+    // The disk's in-flight writes land before the new boot reads the disk; their completions
+    // are for a guest that no longer exists.
+    this.loop.pause();
+    await this.disk?.drain(DISK_DRAIN_MS).catch(() => undefined);
+    this.disk?.forget();
     try {
       this.loop.reboot(() => {
         this.nic?.drain('the VM is being reset');

@@ -67,6 +67,8 @@ export interface VmInfo {
   workload: WorkloadSpec;
   seed: number;
   ip: string;
+  /** Virtual disk size, MiB; null: no disk. */
+  diskMiB: number | null;
   createdAt: number;
   stats: VmStats | null;
 }
@@ -115,6 +117,8 @@ export const createVmRequestSchema = z.object({
   workload: workloadSpecSchema.default({ kind: 'idle' }),
   seed: z.number().int().min(0).max(0xffffffff).optional(),
   ip: ipv4Schema.optional(),
+  /** Virtual disk size, MiB (a .vmdk on the datastore); absent: no disk. */
+  diskMiB: z.number().int().min(1).max(1_048_576).optional(),
   /** Register on this host (name); otherwise placed at power-on. */
   host: nameSchema.optional(),
 });

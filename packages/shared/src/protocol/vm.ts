@@ -7,7 +7,7 @@ import { z } from 'zod';
 export const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 export const nameSchema = z.string().regex(NAME_RE, 'names are 1-63 characters: letters, digits, dot, dash, underscore; starting with a letter or digit');
 
-export const WORKLOAD_KINDS = ['idle', 'memstress', 'cpuburn', 'webserver'] as const;
+export const WORKLOAD_KINDS = ['idle', 'memstress', 'cpuburn', 'webserver', 'diskrecords'] as const;
 
 /** The built-in guest workloads and their parameters. */
 export const workloadSpecSchema = z.discriminatedUnion('kind', [
@@ -29,6 +29,13 @@ export const workloadSpecSchema = z.discriminatedUnion('kind', [
     /** TCP port the guest answers HTTP on, at the VM's own IP. */
     port: z.number().int().min(1).max(65535),
   }),
+  z.object({
+    kind: z.literal('diskrecords'),
+    /** Numbered 512-byte records written to the VM's disk per second of virtual time. */
+    recordsPerS: z.number().int().min(1).max(100_000),
+    /** A flush (SYNCHRONIZE CACHE down the stack) after this many records. */
+    flushEvery: z.number().int().min(1).max(65_536),
+  }),
 ]);
 export type WorkloadSpec = z.infer<typeof workloadSpecSchema>;
 
@@ -45,6 +52,8 @@ export const vmConfigSchema = z.object({
   seed: z.number().int().min(0).max(0xffffffff),
   /** The VM's own IP address on the VM network. */
   ip: ipv4Schema,
+  /** Size of the VM's virtual disk (its .vmdk), MiB; absent: the VM has no disk. */
+  diskMiB: z.number().int().min(1).max(1_048_576).optional(),
 });
 export type VmConfig = z.infer<typeof vmConfigSchema>;
 

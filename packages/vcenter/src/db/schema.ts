@@ -68,6 +68,10 @@ const MIGRATIONS: readonly string[] = [
     task_id   TEXT
   );
   `,
+  // 1 -> 2: a VM's virtual disk size (NULL: no disk).
+  `
+  ALTER TABLE vms ADD COLUMN disk_mib INTEGER CHECK (disk_mib IS NULL OR disk_mib > 0);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -33,6 +33,7 @@ interface VmRow {
   workload: string;
   seed: number;
   ip: string;
+  disk_mib: number | null;
   host_id: string | null;
   power_state: PowerState;
   created_at: number;
@@ -184,6 +185,7 @@ export class Store {
       workload: JSON.stringify(c.workload),
       seed: c.seed,
       ip: c.ip,
+      diskMiB: c.diskMiB ?? null,
       hostId: vm.hostId,
       powerState: vm.powerState,
       createdAt: vm.createdAt,
@@ -274,8 +276,8 @@ function prepareStatements(db: Database.Database) {
     vmsOnHost: db.prepare<[string], VmRow>('SELECT * FROM vms WHERE host_id = ? ORDER BY name'),
     vmIps: db.prepare<[], { ip: string }>('SELECT ip FROM vms'),
     insertVm: db.prepare(`
-      INSERT INTO vms (id, name, memory_mib, vcpus, workload, seed, ip, host_id, power_state, created_at)
-      VALUES (@id, @name, @memoryMiB, @vcpus, @workload, @seed, @ip, @hostId, @powerState, @createdAt)`),
+      INSERT INTO vms (id, name, memory_mib, vcpus, workload, seed, ip, disk_mib, host_id, power_state, created_at)
+      VALUES (@id, @name, @memoryMiB, @vcpus, @workload, @seed, @ip, @diskMiB, @hostId, @powerState, @createdAt)`),
     updateVm: db.prepare('UPDATE vms SET host_id = @hostId, power_state = @powerState WHERE id = @id'),
     deleteVm: db.prepare('DELETE FROM vms WHERE id = ?'),
 
@@ -325,6 +327,7 @@ function vmFromRow(r: VmRow): VmRecord {
       workload: JSON.parse(r.workload) as WorkloadSpec,
       seed: r.seed,
       ip: r.ip,
+      ...(r.disk_mib !== null ? { diskMiB: r.disk_mib } : {}),
     },
     hostId: r.host_id,
     powerState: r.power_state,

@@ -67,6 +67,7 @@ export class InventoryView {
       vcpus: c.vcpus,
       workload: c.workload,
       seed: c.seed,
+      diskMiB: c.diskMiB ?? null,
       ip: c.ip,
       createdAt: v.createdAt,
       stats: v.powerState === 'poweredOn' ? this.stats.vm(c.id) : null,

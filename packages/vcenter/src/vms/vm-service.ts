@@ -43,6 +43,7 @@ export class VmService {
       workload: req.workload,
       seed: req.seed ?? randomInt(0, 0x1_0000_0000),
       ip,
+      ...(req.diskMiB !== undefined ? { diskMiB: req.diskMiB } : {}),
     };
     this.registry.commit(
       [{ kind: 'vmCreated', vm: { config, hostId: host?.id ?? null, powerState: 'poweredOff', createdAt: Date.now() } }],

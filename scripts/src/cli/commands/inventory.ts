@@ -20,6 +20,8 @@ function workloadText(w: WorkloadSpec): string {
       return `cpuburn ${w.demandMhz}MHz`;
     case 'webserver':
       return `webserver :${w.port}`;
+    case 'diskrecords':
+      return `diskrecords ${w.recordsPerS}rec/s flush/${w.flushEvery}`;
   }
 }
 
@@ -55,10 +57,13 @@ export function registerInventoryCommands(program: Command): void {
     .option('--dirty-rate <pages/s>', 'memstress: pages dirtied per second', intArg('dirty rate', 0, 10_000_000), 1000)
     .option('--demand <MHz>', 'cpuburn: CPU demand in MHz', intArg('demand', 1, 1_000_000), 1000)
     .option('--port <port>', 'webserver: HTTP port at the VM IP', portArg(), 8080)
+    .option('--records-per-s <n>', 'diskrecords: records written per second', intArg('records per second', 1, 100_000), 100)
+    .option('--flush-every <n>', 'diskrecords: flush after this many records', intArg('flush every', 1, 65_536), 16)
+    .option('--disk <size>', 'virtual disk (.vmdk on the datastore), e.g. 64 or 1GiB; diskrecords needs one (default 64 MiB for it)', sizeMiBArg('disk'))
     .option('--seed <n>', 'guest PRNG seed (deterministic runs)', intArg('seed', 0, 0xffffffff))
     .option('--ip <addr>', 'the VM IP (default: next free one of the VM network)')
     .option('--host <host>', 'register on this host')
-    .action(async (name: string, o: { memory: number; vcpus: number; workload: WorkloadSpec['kind']; workingSet: number; dirtyRate: number; demand: number; port: number; seed?: number; ip?: string; host?: string }, cmd: Command) => {
+    .action(async (name: string, o: { memory: number; vcpus: number; workload: WorkloadSpec['kind']; workingSet: number; dirtyRate: number; demand: number; port: number; recordsPerS: number; flushEvery: number; disk?: number; seed?: number; ip?: string; host?: string }, cmd: Command) => {
       if (o.port === 0) throw new EsxError('INVALID_ARGUMENT', 'webserver port must be 1-65535');
       const workload: WorkloadSpec =
         o.workload === 'memstress'
@@ -67,8 +72,12 @@ export function registerInventoryCommands(program: Command): void {
             ? { kind: 'cpuburn', demandMhz: o.demand }
             : o.workload === 'webserver'
               ? { kind: 'webserver', port: o.port }
-              : { kind: 'idle' };
+              : o.workload === 'diskrecords'
+                ? { kind: 'diskrecords', recordsPerS: o.recordsPerS, flushEvery: o.flushEvery }
+                : { kind: 'idle' };
       const req: CreateVmRequest = { name, memoryMiB: o.memory, vcpus: o.vcpus, workload };
+      const diskMiB = o.disk ?? (o.workload === 'diskrecords' ? 64 : undefined);
+      if (diskMiB !== undefined) req.diskMiB = Math.ceil(diskMiB);
       if (o.seed !== undefined) req.seed = o.seed;
       if (o.ip) req.ip = o.ip;
       if (o.host) req.host = o.host;
@@ -102,6 +111,7 @@ export function registerInventoryCommands(program: Command): void {
         ['memory', `${v.memoryMiB} MiB`],
         ['vcpus', v.vcpus],
         ['workload', workloadText(v.workload)],
+        ['disk', v.diskMiB ? `${v.diskMiB} MiB` : '-'],
         ['seed', v.seed],
         ['created', time(v.createdAt)],
         ['cpu demand/usage', v.stats ? `${fixed(v.stats.cpuDemandMhz)}/${fixed(v.stats.cpuUsageMhz)} MHz` : '-'],

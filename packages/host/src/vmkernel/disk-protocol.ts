@@ -1,0 +1,49 @@
+/**
+ * The messages of a VM's disk channel, between the VMM's disk device (worker thread) and the
+ * VMkernel's disk service (main thread), on a MessagePort of their own:
+ *
+ *   VMM disk device                         VMkernel disk service
+ *      | -- DiskCall {tag, op, offset, length, data?} --> |  check, then backend read/write/flush
+ *      | <-- DiskReply {tag, ok, data?, error?} --------- |  once the backend acknowledged
+ *
+ * Each call is answered exactly once. Write data and read data travel as transferred buffers.
+ * Both sides check what they receive (a worker is code we wrote, but a bug there must not reach
+ * the datastore as a wild write).
+ */
+export type DiskCallOp = 'read' | 'write' | 'flush';
+
+export interface DiskCall {
+  tag: number;
+  op: DiskCallOp;
+  offset: number;
+  length: number;
+  data?: Uint8Array;
+}
+
+export interface DiskReply {
+  tag: number;
+  ok: boolean;
+  data?: Uint8Array;
+  error?: { code: string; message: string };
+}
+
+const OPS: ReadonlySet<string> = new Set<DiskCallOp>(['read', 'write', 'flush']);
+
+export function isDiskCall(m: unknown): m is DiskCall {
+  if (!m || typeof m !== 'object') return false;
+  const c = m as Record<string, unknown>;
+  return (
+    Number.isInteger(c['tag']) &&
+    typeof c['op'] === 'string' &&
+    OPS.has(c['op']) &&
+    Number.isInteger(c['offset']) &&
+    Number.isInteger(c['length']) &&
+    (c['data'] === undefined || c['data'] instanceof Uint8Array)
+  );
+}
+
+export function isDiskReply(m: unknown): m is DiskReply {
+  if (!m || typeof m !== 'object') return false;
+  const r = m as Record<string, unknown>;
+  return Number.isInteger(r['tag']) && typeof r['ok'] === 'boolean' && (r['data'] === undefined || r['data'] instanceof Uint8Array);
+}
