@@ -11,3 +11,4 @@ export * from './workloads/memstress.js';
 export * from './workloads/cpuburn.js';
 export * from './workloads/webserver.js';
 export * from './workloads/diskrecords.js';
+export * from './workloads/diskio.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import t from 'tap';
-import { countRecords, diskRecordsKey, diskRecordsStatus, DR_STATE, SECTOR_BYTES, type DiskCompletion } from '@esxemu/guest';
+import { countRecords, diskioStatus, diskRecordsKey, diskRecordsStatus, DR_STATE, SECTOR_BYTES, type DiskCompletion } from '@esxemu/guest';
 import { silentLogger, waitFor, type VmConfig } from '@esxemu/shared';
 import { MachineMemory } from '../src/vmkernel/memory/machine-memory.js';
 import { FileDiskBackend, VirtualDiskService, type DiskBackend } from '../src/vmkernel/virtual-disk.js';
@@ -56,6 +56,36 @@ t.test('diskrecords through VMM and VMkernel: every flushed record is in the fil
   t.equal(again.errors, 0);
   const total = countRecords(readFileSync(path), key);
   t.ok(total >= again.acked && total <= again.acked + 1, `records continue from where the first boot stopped, no gap (${total} in the file, ${again.acked} acknowledged)`);
+});
+
+t.test('diskio: random 4 KiB writes at queue depth 8 land where the guest put them', async (t) => {
+  const path = join(dir, 'dio.vmdk');
+  const k = vmkernel((c) => FileDiskBackend.open(path, c.diskMiB! * 1024 * 1024));
+  t.teardown(() => k.close());
+  await k.powerOn(cfg({ id: 'dio', name: 'dio', workload: { kind: 'diskio', pattern: 'randwrite', blockKiB: 4, queueDepth: 8 } }));
+  const vm = k.get('dio');
+  let maxInflight = 0;
+  await waitFor('500 writes completed', () => {
+    const st = diskioStatus(vm.regs);
+    maxInflight = Math.max(maxInflight, st.inflight);
+    return st.ops >= 500;
+  }, 30_000);
+  await k.powerOff('dio');
+  const st = diskioStatus(vm.regs);
+  t.equal(st.errors, 0, 'no error');
+  t.equal(st.kib, st.ops * 4, 'KiB counted per completed operation');
+  t.ok(maxInflight >= 1 && maxInflight <= 8, `at most the queue depth in flight (saw ${maxInflight})`);
+  const image = readFileSync(path);
+  let written = 0;
+  let wrong = 0;
+  for (let n = 0; n < image.length / 4096; n++) {
+    const b = image.subarray(n * 4096, (n + 1) * 4096);
+    if (b.every((x) => x === 0)) continue;
+    written++;
+    if (!b.every((x) => x === (n & 0xff))) wrong++;
+  }
+  t.ok(written > 100, `${written} distinct blocks were written`);
+  t.equal(wrong, 0, 'every written block holds its own number');
 });
 
 t.test('a VM with a disk on a host without a datastore: INVALID_STATE, nothing left behind', async (t) => {

@@ -8,7 +8,7 @@ import { seedPrng } from './prng.js';
 import { REGISTER_COUNT, R_KCYCLES_LO, R_STEP_LO, R_WORKLOAD } from './registers.js';
 import type { GuestContext, Workload } from './workload.js';
 
-export const WORKLOAD_IDS: Record<WorkloadSpec['kind'], number> = { idle: 1, memstress: 2, cpuburn: 3, webserver: 4, diskrecords: 5 };
+export const WORKLOAD_IDS: Record<WorkloadSpec['kind'], number> = { idle: 1, memstress: 2, cpuburn: 3, webserver: 4, diskrecords: 5, diskio: 6 };
 
 /** Reset the registers, seed the PRNG and boot the workload. Memory is left as it is. */
 export function bootGuest(ctx: GuestContext, workload: Workload, spec: WorkloadSpec, seed: number): void {

@@ -45,6 +45,7 @@ export class VcpuLoop {
   private budgetCycles = 0;
   private lastTickAt = 0;
   private stopAt: number | null = null;
+  private kicked = false;
 
   constructor(
     private readonly ctx: GuestContext,
@@ -130,6 +131,20 @@ export class VcpuLoop {
   private clearTimer(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+  }
+
+  /**
+   * A device has something for the guest (a disk completion: an interrupt): run the guest soon,
+   * within the budget it has earned, instead of waiting for the next tick. At most one kick is
+   * pending at a time, so a storm of completions costs one extra tick.
+   */
+  kick(): void {
+    if (this.st !== 'running' || this.kicked) return;
+    this.kicked = true;
+    setImmediate(() => {
+      this.kicked = false;
+      this.tick();
+    });
   }
 
   /** Pause if the step given to runUntil is reached; true if it paused. */

@@ -23,8 +23,8 @@ export interface VmmPort {
 export async function runVmm(init: VmmInit, port: VmmPort): Promise<void> {
   const post = (m: VmmToVmkernel): void => port.postMessage(m);
   let nic: NetDevice | null = null;
-  const disk = init.disk ? new DiskDevice(init.disk) : null;
-  let vmm: Vmm;
+  let vmm: Vmm | null = null;
+  const disk = init.disk ? new DiskDevice({ ...init.disk, onComplete: () => vmm?.kick() }) : null;
   try {
     const mm = MachineMemory.attach(init.machine);
     const pmap = Pmap.attach(init.pmap, mm);
@@ -40,9 +40,10 @@ export async function runVmm(init: VmmInit, port: VmmPort): Promise<void> {
     post({ type: 'bootFailed', error: errorBody(err) });
     return;
   }
-  port.on('message', (m) => void vmm.handle(m));
-  post({ type: 'booted', steps: vmm.steps, nicAddress: nic ? nic.address : null });
-  vmm.start(init.stopAtStep);
+  const v = vmm;
+  port.on('message', (m) => void v.handle(m));
+  post({ type: 'booted', steps: v.steps, nicAddress: nic ? nic.address : null });
+  v.start(init.stopAtStep);
 }
 
 /** How long power-off and reset wait for the disk's in-flight requests. */
@@ -76,6 +77,11 @@ class Vmm {
 
   start(stopAtStep: number | null): void {
     this.loop.start(stopAtStep);
+  }
+
+  /** A device interrupt: run the guest soon. */
+  kick(): void {
+    this.loop.kick();
   }
 
   private fault(err: unknown): void {

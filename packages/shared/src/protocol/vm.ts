@@ -7,7 +7,7 @@ import { z } from 'zod';
 export const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 export const nameSchema = z.string().regex(NAME_RE, 'names are 1-63 characters: letters, digits, dot, dash, underscore; starting with a letter or digit');
 
-export const WORKLOAD_KINDS = ['idle', 'memstress', 'cpuburn', 'webserver', 'diskrecords'] as const;
+export const WORKLOAD_KINDS = ['idle', 'memstress', 'cpuburn', 'webserver', 'diskrecords', 'diskio'] as const;
 
 /** The built-in guest workloads and their parameters. */
 export const workloadSpecSchema = z.discriminatedUnion('kind', [
@@ -35,6 +35,13 @@ export const workloadSpecSchema = z.discriminatedUnion('kind', [
     recordsPerS: z.number().int().min(1).max(100_000),
     /** A flush (SYNCHRONIZE CACHE down the stack) after this many records. */
     flushEvery: z.number().int().min(1).max(65_536),
+  }),
+  z.object({
+    kind: z.literal('diskio'),
+    /** What the guest does to its disk, as fio would (the guest's DISKIO_PATTERNS). */
+    pattern: z.enum(['seqread', 'seqwrite', 'randread', 'randwrite']),
+    blockKiB: z.number().int().min(1).max(1024),
+    queueDepth: z.number().int().min(1).max(64),
   }),
 ]);
 export type WorkloadSpec = z.infer<typeof workloadSpecSchema>;

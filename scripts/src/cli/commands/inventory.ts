@@ -1,5 +1,6 @@
 /** Client commands over vcenter's public API: hosts, VMs, tasks, events. */
 import { Command, Option } from 'commander';
+import { DISKIO_PATTERNS, type DiskioPattern } from '@esxemu/guest';
 import { EsxError, WORKLOAD_KINDS, type CreateVmRequest, type EventInfo, type VmInfo, type WorkloadSpec } from '@esxemu/shared';
 import { clientFor, globals } from '../context.js';
 import { intArg, portArg, sizeMiBArg } from '../options.js';
@@ -22,6 +23,8 @@ function workloadText(w: WorkloadSpec): string {
       return `webserver :${w.port}`;
     case 'diskrecords':
       return `diskrecords ${w.recordsPerS}rec/s flush/${w.flushEvery}`;
+    case 'diskio':
+      return `diskio ${w.pattern} ${w.blockKiB}KiB QD${w.queueDepth}`;
   }
 }
 
@@ -59,11 +62,14 @@ export function registerInventoryCommands(program: Command): void {
     .option('--port <port>', 'webserver: HTTP port at the VM IP', portArg(), 8080)
     .option('--records-per-s <n>', 'diskrecords: records written per second', intArg('records per second', 1, 100_000), 100)
     .option('--flush-every <n>', 'diskrecords: flush after this many records', intArg('flush every', 1, 65_536), 16)
-    .option('--disk <size>', 'virtual disk (.vmdk on the datastore), e.g. 64 or 1GiB; diskrecords needs one (default 64 MiB for it)', sizeMiBArg('disk'))
+    .addOption(new Option('--pattern <p>', 'diskio: what the guest does to its disk').choices([...DISKIO_PATTERNS]).default('randread'))
+    .option('--block <KiB>', 'diskio: block size in KiB', intArg('block', 1, 1024), 4)
+    .option('--queue-depth <n>', 'diskio: requests in flight', intArg('queue depth', 1, 64), 32)
+    .option('--disk <size>', 'virtual disk (.vmdk on the datastore), e.g. 64 or 1GiB; diskrecords and diskio need one (default 64 MiB for them)', sizeMiBArg('disk'))
     .option('--seed <n>', 'guest PRNG seed (deterministic runs)', intArg('seed', 0, 0xffffffff))
     .option('--ip <addr>', 'the VM IP (default: next free one of the VM network)')
     .option('--host <host>', 'register on this host')
-    .action(async (name: string, o: { memory: number; vcpus: number; workload: WorkloadSpec['kind']; workingSet: number; dirtyRate: number; demand: number; port: number; recordsPerS: number; flushEvery: number; disk?: number; seed?: number; ip?: string; host?: string }, cmd: Command) => {
+    .action(async (name: string, o: { memory: number; vcpus: number; workload: WorkloadSpec['kind']; workingSet: number; dirtyRate: number; demand: number; port: number; recordsPerS: number; flushEvery: number; pattern: DiskioPattern; block: number; queueDepth: number; disk?: number; seed?: number; ip?: string; host?: string }, cmd: Command) => {
       if (o.port === 0) throw new EsxError('INVALID_ARGUMENT', 'webserver port must be 1-65535');
       const workload: WorkloadSpec =
         o.workload === 'memstress'
@@ -74,9 +80,11 @@ export function registerInventoryCommands(program: Command): void {
               ? { kind: 'webserver', port: o.port }
               : o.workload === 'diskrecords'
                 ? { kind: 'diskrecords', recordsPerS: o.recordsPerS, flushEvery: o.flushEvery }
-                : { kind: 'idle' };
+                : o.workload === 'diskio'
+                  ? { kind: 'diskio', pattern: o.pattern, blockKiB: o.block, queueDepth: o.queueDepth }
+                  : { kind: 'idle' };
       const req: CreateVmRequest = { name, memoryMiB: o.memory, vcpus: o.vcpus, workload };
-      const diskMiB = o.disk ?? (o.workload === 'diskrecords' ? 64 : undefined);
+      const diskMiB = o.disk ?? (o.workload === 'diskrecords' || o.workload === 'diskio' ? 64 : undefined);
       if (diskMiB !== undefined) req.diskMiB = Math.ceil(diskMiB);
       if (o.seed !== undefined) req.seed = o.seed;
       if (o.ip) req.ip = o.ip;

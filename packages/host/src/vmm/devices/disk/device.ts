@@ -22,6 +22,8 @@ export interface DiskDeviceOptions {
   sizeBytes: number;
   /** Requests in flight at most (default 32). */
   queueDepth?: number;
+  /** A completion arrived (the VMM runs the guest soon: an interrupt). */
+  onComplete?: () => void;
 }
 
 export class DiskDevice implements VirtualDisk {
@@ -34,11 +36,13 @@ export class DiskDevice implements VirtualDisk {
   private nextTag = 1;
   private closed = false;
   private drained: (() => void) | null = null;
+  private readonly onComplete: (() => void) | null;
 
   constructor(o: DiskDeviceOptions) {
     this.port = o.port;
     this.sizeBytes = o.sizeBytes;
     this.queueDepth = o.queueDepth ?? 32;
+    this.onComplete = o.onComplete ?? null;
     this.port.on('message', (m: unknown) => this.onReply(m));
   }
 
@@ -123,5 +127,6 @@ export class DiskDevice implements VirtualDisk {
     if (m.error) c.error = m.error;
     this.done.push(c);
     if (this.inflight.size === 0) this.drained?.();
+    this.onComplete?.();
   }
 }
