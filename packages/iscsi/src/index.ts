@@ -32,4 +32,4 @@ export { FILE_IO_MODES, type FileIoMode, type FileIoOptions, type FileIoStats } 
 
 // --- initiator: the hosts' software iSCSI adapter (vmhba)
 export * as initiator from './initiator/index.js';
-export { IscsiInitiator, type InitiatorOptions } from './initiator/index.js';
+export { IscsiInitiator, type InitiatorOptions, parseIscsiUrl, formatIscsiUrl, type IscsiUrl } from './initiator/index.js';

@@ -18,6 +18,7 @@ import {
   fill,
   INVALID_FIELD_IN_CDB,
   INVALID_FIELD_IN_PARAM,
+  INVALID_OPCODE,
   LBA_OUT_OF_RANGE,
   MISCOMPARE,
   nexus,
@@ -42,10 +43,10 @@ const kinds: [string, () => Promise<Backstore>][] = [
   ['file', async () => FileBackstore.open({ path: join(dir, `lun${fileNo++}.img`), sizeBytes: BLOCKS * 512 })],
 ];
 
-async function setup(t: Test, make: () => Promise<Backstore>, opts: { removable?: boolean } = {}) {
+async function setup(t: Test, make: () => Promise<Backstore>, opts: { removable?: boolean; ats?: boolean } = {}) {
   const backstore = await make();
   const limits = { maxTransferBlocks: 1024, maxWriteSameBlocks: 4096 };
-  const target = new ScsiTarget({ targetName: TARGET, luns: [{ lun: 0, backstore, removable: opts.removable ?? false, limits }] });
+  const target = new ScsiTarget({ targetName: TARGET, luns: [{ lun: 0, backstore, removable: opts.removable ?? false, limits, ...(opts.ats !== undefined ? { ats: opts.ats } : {}) }] });
   t.teardown(() => target.close());
   const n = nexus();
   target.nexusAdded(n);
@@ -200,6 +201,16 @@ for (const [kind, make] of kinds) {
     t.equal(outcome(await run(target, n, cdb.compareAndWrite(8, 1), { dataOut: fill(4, 0x42) })), INVALID_FIELD_IN_CDB, 'Data-Out of the wrong size');
     t.equal(outcome(await run(target, n, cdb.compareAndWrite(8, 0))), OK, 'zero blocks');
     t.equal(outcome(await run(target, n, cdb.compareAndWrite(8, 1, 0x18), { dataOut: Buffer.concat([fill(1, 0x42), fill(1, 0x45)]) })), OK, 'DPO and FUA');
+  });
+
+  t.test(`${kind}: a LUN without ATS refuses COMPARE AND WRITE and says so in Block Limits`, async (t) => {
+    const on = await setup(t, make);
+    const off = await setup(t, make, { ats: false });
+    const maxCaw = async (s: typeof on) => (await run(s.target, s.n, cdb.inquiry(true, 0xb0))).data![5];
+    t.equal(await maxCaw(on), 255, 'with ATS: MAXIMUM COMPARE AND WRITE LENGTH 255');
+    t.equal(await maxCaw(off), 0, 'without: 0');
+    t.equal(outcome(await run(off.target, off.n, cdb.compareAndWrite(8, 1), { dataOut: fill(2, 0) })), INVALID_OPCODE, 'COMPARE AND WRITE: INVALID COMMAND OPERATION CODE');
+    t.ok((await off.read(8, 1)).equals(fill(1, 0)), 'nothing written');
   });
 
   t.test(`${kind}: ORWRITE, PRE-FETCH, SYNCHRONIZE CACHE`, async (t) => {

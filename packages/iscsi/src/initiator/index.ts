@@ -360,6 +360,7 @@ export class IscsiInitiator {
 export { discover, parseSendTargets, type DiscoveredTarget } from './discovery.js';
 export { loginStatusError, loginStatusName } from './login-status.js';
 export { LoginMachine, type LoginOptions, type LoginResult } from './login.js';
+export { parseIscsiUrl, formatIscsiUrl, type IscsiUrl } from './url.js';
 export { DEFAULT_OFFER, Negotiation, RFC_DEFAULTS, type DigestName, type OperationalOffer, type SessionParams } from './params.js';
 export { decodeSense, describeSense, SENSE_KEY, type SenseData } from './sense.js';
 export * from './scsi-commands.js';

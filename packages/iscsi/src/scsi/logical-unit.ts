@@ -34,6 +34,12 @@ export interface LogicalUnitOptions {
   identity?: Partial<Omit<LuIdentity, 'naa'>>;
   /** Refuse every write with DATA PROTECT, WRITE PROTECTED (and set WP in MODE SENSE). */
   readOnly?: boolean;
+  /**
+   * Offer COMPARE AND WRITE (default true). false: the opcode is unsupported and the Block
+   * Limits page says so, the switch of arrays without VAAI ATS, so hosts fall back to SCSI
+   * reservations for their locks.
+   */
+  ats?: boolean;
   /** Removable medium (RMB): START STOP UNIT with LOEJ ejects and loads, PREVENT ALLOW applies. */
   removable?: boolean;
   limits?: Partial<BlockLimits>;
@@ -58,6 +64,7 @@ export class LogicalUnit {
   readonly blockSize: number;
   readonly capacityBlocks: number;
   readonly thin: boolean;
+  readonly ats: boolean;
   readonly identity: LuIdentity;
   readonly limits: BlockLimits;
   readonly readOnly: boolean;
@@ -87,6 +94,7 @@ export class LogicalUnit {
     this.blockSize = bs;
     this.capacityBlocks = opts.backstore.sizeBytes / bs;
     this.thin = opts.backstore.thin;
+    this.ats = opts.ats ?? true;
     this.identity = deriveIdentity(opts.idSeed, opts.identity);
     this.limits = { ...defaultBlockLimits(bs, opts.backstore.granuleBytes ?? bs), ...opts.limits };
     checkLimits(this.limits, bs);

@@ -174,6 +174,7 @@ export const OPCODES: readonly OpcodeEntry[] = [
     access: 'write',
     medium: true,
     writes: true,
+    supported: (lu) => lu.ats,
     dataOut: (cdb, bs) => 2 * cdb[13]! * bs,
   },
   rw(sbc.OP.WRITE_16, 'WRITE(16)', 16, 'write', sbc.write),

@@ -45,7 +45,7 @@ export function inquiry(cmd: Command): CommandResult {
     if (pageCode !== 0) return invalidCdbField(2);
     return good(truncateTo(standardInquiry(lu.identity, { removable: lu.removable }), alloc));
   }
-  const page = vpdPage(pageCode, { identity: lu.identity, limits: lu.limits, thin: lu.thin, targetName: cmd.nexus.targetName, tpgt: cmd.nexus.tpgt });
+  const page = vpdPage(pageCode, { identity: lu.identity, limits: lu.limits, thin: lu.thin, ats: lu.ats, targetName: cmd.nexus.targetName, tpgt: cmd.nexus.tpgt });
   if (!page) return invalidCdbField(2);
   return good(truncateTo(page, alloc));
 }

@@ -31,6 +31,8 @@ export interface VpdContext {
   identity: LuIdentity;
   limits: BlockLimits;
   thin: boolean;
+  /** COMPARE AND WRITE offered (false: MAXIMUM COMPARE AND WRITE LENGTH 0, as SBC-3 says). */
+  ats: boolean;
   targetName: string;
   /** Relative target port identifier = target portal group tag. */
   tpgt: number;
@@ -113,7 +115,7 @@ function blockLimits(ctx: VpdContext): Buffer {
   const b = Buffer.alloc(0x3c);
   // offsets below are page offsets minus the 4-byte header
   b[0] = 0x01; // WSNZ: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is not supported
-  b[1] = l.maxCompareAndWriteBlocks;
+  b[1] = ctx.ats ? l.maxCompareAndWriteBlocks : 0;
   b.writeUInt16BE(1, 2); // OPTIMAL TRANSFER LENGTH GRANULARITY
   b.writeUInt32BE(l.maxTransferBlocks, 4);
   b.writeUInt32BE(l.optimalTransferBlocks, 8);

@@ -41,6 +41,7 @@ export const buildTargetDevice: DeviceFactory = async (def, log) => {
         lun: l.lun,
         backstore: stores[i]!,
         readOnly: l.readOnly,
+        ats: l.ats,
         onIoError: (err: unknown, lun: number, op: string) => log.error({ target: def.name, lun, op, err: (err as Error)?.message }, 'backstore I/O error'),
       })),
       ...(def.lunMasking ? { lunMasking: def.lunMasking } : {}),

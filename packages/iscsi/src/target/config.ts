@@ -11,7 +11,7 @@
  *   {
  *     "targets": [{
  *       "name": "iqn.2026-11.io.esxemu:datastore1", "alias": "datastore1", "tpgt": 1,
- *       "luns": [{ "lun": 0, "file": "lun0.img", "size": "10GiB", "io": "auto" }, { "lun": 1, "memory": true, "size": 64 }],
+ *       "luns": [{ "lun": 0, "file": "lun0.img", "size": "10GiB", "io": "auto", "ats": true }, { "lun": 1, "memory": true, "size": 64 }],
  *       "acl": ["iqn.2026-11.io.esxemu:esx01", "iqn.2026-11.io.esxemu:esx02"],
  *       "lunMasking": { "iqn.2026-11.io.esxemu:esx02": [0] },
  *       "chap": { "user": "esx", "secret": "0123456789ab", "mutualUser": "san", "mutualSecret": "ba9876543210" }
@@ -46,6 +46,8 @@ export interface LunConfig {
   readOnly: boolean;
   /** File LUNs: how data moves to and from the file (backstore/file-io.ts). */
   io: FileIoMode;
+  /** Offer COMPARE AND WRITE (VAAI ATS); false makes hosts lock with reservations. */
+  ats: boolean;
 }
 
 export interface TargetDefinition {
@@ -86,6 +88,7 @@ const lunSchema = z
     blockSize: z.union([z.literal(512), z.literal(4096)]).default(512),
     readOnly: z.boolean().default(false),
     io: z.enum(FILE_IO_MODES).default('auto'),
+    ats: z.boolean().default(true),
   })
   .strict()
   .refine((l) => !(l.file !== undefined && l.memory === true), { message: 'a LUN is either a file or memory, not both' });
@@ -177,7 +180,7 @@ export function parseTargetConfig(input: unknown, paths: ConfigPaths = {}): Targ
         files.add(path);
         backing = { kind: 'file', path };
       }
-      return { lun: l.lun, backing, sizeBytes, blockSize: l.blockSize, readOnly: l.readOnly, io: l.io };
+      return { lun: l.lun, backing, sizeBytes, blockSize: l.blockSize, readOnly: l.readOnly, io: l.io, ats: l.ats };
     });
     if (t.lunMasking) {
       for (const [initiator, list] of Object.entries(t.lunMasking)) {
@@ -235,6 +238,8 @@ export interface TargetFlags {
   lunSize?: string | number;
   /** How LUN 0's file is read and written (auto, sync, threadpool). */
   lunIo?: string;
+  /** LUN 0 offers COMPARE AND WRITE (default true). */
+  ats?: boolean;
   /** Use a memory LUN even with a data directory. */
   memory?: boolean;
   /** Allowed initiators; absent = all. */
@@ -260,7 +265,7 @@ export function configFromFlags(f: TargetFlags): TargetConfig {
         {
           name: f.targetName ?? DEFAULT_TARGET_NAME,
           alias: f.alias ?? 'datastore1',
-          luns: [{ lun: 0, ...(useMemory ? { memory: true } : { file: DEFAULT_LUN_FILE }), size: f.lunSize ?? DEFAULT_LUN_SIZE_MIB, ...(f.lunIo !== undefined ? { io: f.lunIo } : {}) }],
+          luns: [{ lun: 0, ...(useMemory ? { memory: true } : { file: DEFAULT_LUN_FILE }), size: f.lunSize ?? DEFAULT_LUN_SIZE_MIB, ...(f.lunIo !== undefined ? { io: f.lunIo } : {}), ...(f.ats !== undefined ? { ats: f.ats } : {}) }],
           ...(f.acl && f.acl.length ? { acl: f.acl } : {}),
           ...(chap ? { chap } : {}),
           ...(f.portals && f.portals.length ? { portals: f.portals } : {}),
