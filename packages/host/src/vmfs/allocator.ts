@@ -91,11 +91,23 @@ export class Allocator {
   }
 
   /** Free and capacity, from the free counts of every cluster (one read). */
-  async usage(): Promise<{ freeBlocks: number; totalBlocks: number }> {
-    const C = this.geo.sb.clusters;
-    const all = await this.dev.read(this.geo.sb.bitmapStart, C);
-    let free = 0;
-    for (let c = 0; c < C; c++) free += decodeBitmap(all.subarray(c * this.geo.S, (c + 1) * this.geo.S), c, this.geo.clusterBlocks(c), this.geo.bitmap(c)).free;
-    return { freeBlocks: free, totalBlocks: this.geo.sb.dataBlocks };
-  }
+}
+
+export interface DiskFree {
+  label: string;
+  uuid: string;
+  capacityBytes: number;
+  freeBytes: number;
+  usedBytes: number;
+  fileBlockSize: number;
+}
+
+/** Capacity and free space, from one read of the bitmap (no lock: a snapshot). */
+export async function diskFree(dev: BlockDevice, geo: Geometry): Promise<DiskFree> {
+  const { sb, S } = geo;
+  const all = await dev.read(sb.bitmapStart, sb.clusters);
+  let free = 0;
+  for (let c = 0; c < sb.clusters; c++) free += decodeBitmap(all.subarray(c * S, (c + 1) * S), c, geo.clusterBlocks(c), geo.bitmap(c)).free;
+  const B = sb.fileBlockSize;
+  return { label: sb.label, uuid: sb.uuid, capacityBytes: sb.dataBlocks * B, freeBytes: free * B, usedBytes: (sb.dataBlocks - free) * B, fileBlockSize: B };
 }

@@ -109,6 +109,37 @@ export class ForwardingDevice implements BlockDevice {
   }
 }
 
+/**
+ * A device that only reads: every write, flush, COMPARE AND WRITE and RESERVE fails with
+ * INVALID_STATE before anything reaches the LUN. fsck and the observer (observer.ts) see the
+ * LUN through it, so that a tool looking at a live datastore cannot disturb it by mistake.
+ */
+export class ReadOnlyDevice extends ForwardingDevice {
+  override get ats(): boolean {
+    return false;
+  }
+  private refuse(what: string): never {
+    throw new EsxError('INVALID_STATE', `${what} on ${this.name}: this view of the LUN is read-only`, { reason: 'READ_ONLY' });
+  }
+  override async write(_lba: number, _data: Buffer, _opts?: WriteOptions): Promise<void> {
+    this.refuse('WRITE');
+  }
+  override async flush(): Promise<void> {
+    this.refuse('SYNCHRONIZE CACHE');
+  }
+  override async compareAndWrite(_lba: number, _expected: Buffer, _next: Buffer): Promise<CompareAndWriteResult> {
+    this.refuse('COMPARE AND WRITE');
+  }
+  override async reserve(): Promise<boolean> {
+    this.refuse('RESERVE');
+  }
+  override async release(): Promise<void> {
+    this.refuse('RELEASE');
+  }
+  /** The device underneath belongs to the caller. */
+  override async close(): Promise<void> {}
+}
+
 /** Thrown inside an implementation to ask retryConflicts for another attempt. */
 export class ReservationConflict extends Error {
   constructor() {

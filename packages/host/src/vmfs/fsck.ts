@@ -27,7 +27,7 @@
  *                      move during the observation (with observeMs)
  */
 import { EsxError, sleep } from '@esxemu/shared';
-import { ForwardingDevice, type BlockDevice, type CompareAndWriteResult } from './block-device.js';
+import { ReadOnlyDevice, type BlockDevice } from './block-device.js';
 import { checkSector } from './codec.js';
 import { Directory } from './directory.js';
 import { FileMap } from './filemap.js';
@@ -83,32 +83,13 @@ export interface FsckOptions {
 }
 
 /** The LUN with the committed journals laid over it; read-only. */
-class OverlayDevice extends ForwardingDevice {
+class OverlayDevice extends ReadOnlyDevice {
   readonly overlay = new Map<number, Buffer>();
-  override get ats(): boolean {
-    return false;
-  }
   override async read(lba: number, blocks: number): Promise<Buffer> {
     const b = await this.inner.read(lba, blocks);
     if (this.overlay.size) for (let i = 0; i < blocks; i++) this.overlay.get(lba + i)?.copy(b, i * this.blockSize);
     return b;
   }
-  private ro(): never {
-    throw new EsxError('INTERNAL', 'fsck is read-only');
-  }
-  override write(): Promise<void> {
-    return this.ro();
-  }
-  override flush(): Promise<void> {
-    return this.ro();
-  }
-  override compareAndWrite(): Promise<CompareAndWriteResult> {
-    return this.ro();
-  }
-  override reserve(): Promise<boolean> {
-    return this.ro();
-  }
-  override async close(): Promise<void> {}
 }
 
 class Findings {

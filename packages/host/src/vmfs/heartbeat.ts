@@ -124,14 +124,17 @@ export class Heartbeat {
   /**
    * Take our slot for a new incarnation (mount): state mounted, incarnation + 1. `expect` is
    * the image the mount inspected; if the slot changed since, another process uses this id.
+   * `exact` (hostId 'auto', slots.ts): any change at all since `expect` means another host
+   * took the slot first: INVALID_STATE with reason SLOT_TAKEN, nothing written.
    */
-  async claim(name: string, expect: Buffer): Promise<void> {
+  async claim(name: string, expect: Buffer, o: { exact?: boolean } = {}): Promise<void> {
     const lba = this.geo.hbSlot(this.hostId);
     let next: HeartbeatSlot | null = null;
     const issued = this.clock.now();
     const r = await atomicUpdate(this.dev, lba, (cur) => {
+      if (o.exact && !cur.equals(expect)) throw new EsxError('INVALID_STATE', `heartbeat slot ${this.hostId} was taken by another host`, { reason: 'SLOT_TAKEN', hostId: this.hostId });
       const s = decodeHeartbeat(cur, this.hostId, lba);
-      if (!cur.equals(expect) && s.state === HB_STATE.MOUNTED) throw new EsxError('INVALID_STATE', `host id ${this.hostId} is in use by another live host`);
+      if (!cur.equals(expect) && s.state === HB_STATE.MOUNTED) throw new EsxError('INVALID_STATE', `host id ${this.hostId} is in use by another live host`, { reason: 'HOST_ID_IN_USE', hostId: this.hostId });
       const incarnation = this.pending || s.incarnation + 1;
       if (incarnation <= s.incarnation) throw new EsxError('INVALID_STATE', `host id ${this.hostId}: slot incarnation moved to ${s.incarnation} during mount`);
       next = { hostId: this.hostId, state: HB_STATE.MOUNTED, incarnation, counter: s.counter + 1, wallMs: Date.now(), name };

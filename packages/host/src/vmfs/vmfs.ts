@@ -12,7 +12,8 @@
  * another host formats), make sure our host id is not used by a live host (a slot left
  * "mounted" by our previous incarnation is watched for a lease), take our journal lock, replay
  * our journal (a crash of our previous incarnation), claim our heartbeat slot with a new
- * incarnation, start beating.
+ * incarnation, start beating. With hostId 'auto' the slot is chosen by host name and claimed
+ * first (slots.ts: the same host restarting gets its slot back, others the first free one).
  *
  * Concurrency inside a host: every metadata operation (namespace changes, allocations, size
  * changes, lock changes) runs on one FIFO mutex, so the host never races itself for an on-disk
@@ -29,7 +30,7 @@
  * marks every open file lost and makes every operation fail with LOCK_LOST until remount.
  */
 import { EsxError, silentLogger, sleep, type Logger } from '@esxemu/shared';
-import { Allocator } from './allocator.js';
+import { Allocator, diskFree, type DiskFree } from './allocator.js';
 import { atomicStats, type AtomicStats } from './atomic.js';
 import { Mutex, type BlockDevice } from './block-device.js';
 import { splitPath } from './codec.js';
@@ -38,17 +39,26 @@ import { Directory } from './directory.js';
 import { FileMap, readInode } from './filemap.js';
 import { decodeSuperblock, Geometry, SB_STATE, type Superblock } from './format.js';
 import { FencedDevice, Heartbeat, heartbeatSettings, type HeartbeatSettings, type HostHeartbeat } from './heartbeat.js';
-import { DIRECT_POINTERS, encodeInode, FILE_TYPE, freeInode, typeName, ROOT_INO, type FileType, type Inode } from './inode.js';
+import { DIRECT_POINTERS, encodeInode, FILE_TYPE, freeInode, ROOT_INO, type Inode } from './inode.js';
 import { BLOCKS_PER_TX, Journal, maxTxSectors, Transaction } from './journal.js';
 import { Locks, NeedsRecovery, type HeldLock } from './locks.js';
 import { HB_STATE, LOCK_MODE_NAMES, type LockMode } from './records.js';
 import { recoverHost } from './recovery.js';
 import { zeroSectors } from './mkfs.js';
 import { VmfsFile } from './file.js';
+import { checkHostName, chooseSlot, maxClaimRounds, readSlots, slotsFullError } from './slots.js';
+import { listDir, statPath, walk, type DirEntry, type FileStat } from './lookup.js';
+
+export type { DirEntry, FileStat } from './lookup.js';
+export type { DiskFree } from './allocator.js';
 
 export interface MountOptions extends Partial<HeartbeatSettings> {
-  /** 1..maxHosts of the file system; unique per host. */
-  hostId: number;
+  /**
+   * 1..maxHosts of the file system, unique per host; or 'auto': the slot is chosen on the
+   * datastore by hostName (slots.ts), which is how the hosts of a cluster get their id.
+   */
+  hostId: number | 'auto';
+  /** Shown to other hosts (lock owners, liveness); required with hostId 'auto' (1..64 bytes). */
   hostName?: string;
   clock?: Clock;
   /** Beat on a timer (default true); false = the caller calls heartbeatTick() (tests). */
@@ -56,25 +66,6 @@ export interface MountOptions extends Partial<HeartbeatSettings> {
   /** How long short metadata locks (directories, clusters) are waited for (default 10 s). */
   lockWaitMs?: number;
   logger?: Logger;
-}
-
-export interface FileStat {
-  path: string;
-  name: string;
-  type: FileType;
-  ino: number;
-  gen: number;
-  size: number;
-  /** Bytes of file blocks allocated (thin files: less than size). */
-  allocatedBytes: number;
-  mtimeMs: number;
-  ctimeMs: number;
-}
-
-export interface DirEntry {
-  name: string;
-  type: FileType;
-  ino: number;
 }
 
 export interface LockOwner {
@@ -91,15 +82,6 @@ export interface LockInfo {
   holders: LockOwner[];
 }
 
-export interface DiskFree {
-  label: string;
-  uuid: string;
-  capacityBytes: number;
-  freeBytes: number;
-  usedBytes: number;
-  fileBlockSize: number;
-}
-
 export interface OpenOptions {
   /** Create the file when missing (exclusive mode only). */
   create?: boolean;
@@ -108,10 +90,31 @@ export interface OpenOptions {
 export async function mount(dev: BlockDevice, o: MountOptions): Promise<Vmfs> {
   const sb = decodeSuperblock(await dev.read(0, 1), dev);
   if (sb.state === SB_STATE.FORMATTING) throw new EsxError('INVALID_STATE', `the datastore is being formatted by host ${sb.formattingHost}`, { reason: 'FORMATTING', hostId: sb.formattingHost });
-  if (!Number.isInteger(o.hostId) || o.hostId < 1 || o.hostId > sb.maxHosts) throw new EsxError('INVALID_ARGUMENT', `hostId must be 1..${sb.maxHosts} on this datastore`);
-  const fs = new Vmfs(dev, sb, o);
+  if (o.hostId === 'auto') return mountAuto(dev, sb, o, checkHostName(o.hostName));
+  if (!Number.isInteger(o.hostId) || o.hostId < 1 || o.hostId > sb.maxHosts) throw new EsxError('INVALID_ARGUMENT', `hostId must be 1..${sb.maxHosts} on this datastore, or 'auto'`);
+  const fs = new Vmfs(dev, sb, o.hostId, o);
   await fs.start();
   return fs;
+}
+
+/** hostId 'auto': choose a slot by name (slots.ts), claim it, mount on it; bounded rounds. */
+async function mountAuto(dev: BlockDevice, sb: Superblock, o: MountOptions, hostName: string): Promise<Vmfs> {
+  const skip = new Set<number>();
+  for (let round = 0; round < maxClaimRounds(sb); round++) {
+    const choice = chooseSlot(await readSlots(dev, sb), hostName, skip);
+    if (choice.kind === 'full') throw slotsFullError(sb, choice, skip.size);
+    const fs = new Vmfs(dev, sb, choice.hostId, o);
+    try {
+      if (choice.kind === 'resume') await fs.start();
+      else await fs.startClaimed(choice.image);
+      return fs;
+    } catch (err) {
+      const reason = err instanceof EsxError && err.code === 'INVALID_STATE' ? err.details?.['reason'] : undefined;
+      if (reason === 'HOST_ID_IN_USE') skip.add(choice.hostId);
+      else if (reason !== 'SLOT_TAKEN') throw err;
+    }
+  }
+  throw new EsxError('INSUFFICIENT_RESOURCES', `no heartbeat slot of datastore '${sb.label}' could be claimed in ${maxClaimRounds(sb)} rounds: other hosts kept taking them`);
 }
 
 export class Vmfs {
@@ -136,13 +139,13 @@ export class Vmfs {
   private ticking: Promise<void> | null = null;
 
   /** @internal use mount() */
-  constructor(raw: BlockDevice, sb: Superblock, o: MountOptions) {
-    this.hostId = o.hostId;
-    this.hostName = o.hostName ?? `host-${o.hostId}`;
+  constructor(raw: BlockDevice, sb: Superblock, hostId: number, o: MountOptions) {
+    this.hostId = hostId;
+    this.hostName = o.hostName ?? `host-${hostId}`;
     this.superblock = sb;
     this.geo = new Geometry(sb);
     this.clock = o.clock ?? systemClock;
-    this.log = (o.logger ?? silentLogger()).child({ component: 'vmfs', datastore: sb.label, hostId: o.hostId });
+    this.log = (o.logger ?? silentLogger()).child({ component: 'vmfs', datastore: sb.label, hostId });
     this.autoHeartbeat = o.autoHeartbeat ?? true;
     this.lockWaitMs = o.lockWaitMs ?? 10_000;
     const settings = heartbeatSettings(o);
@@ -169,10 +172,36 @@ export class Vmfs {
       while (this.clock.now() - t0 <= leaseMs + heartbeatMs && Date.now() - r0 <= leaseMs + heartbeatMs) {
         await sleep(Math.max(10, heartbeatMs / 2));
         const again = await this.hb.readSlot(this.hostId);
-        if (!again.image.equals(image)) throw new EsxError('INVALID_STATE', `host id ${this.hostId} is in use by another live host (its heartbeat moves)`, { hostId: this.hostId });
+        if (!again.image.equals(image)) throw new EsxError('INVALID_STATE', `host id ${this.hostId} is in use by another live host (its heartbeat moves)`, { reason: 'HOST_ID_IN_USE', hostId: this.hostId });
       }
     }
     this.hb.prepare(slot.incarnation + 1);
+    await this.takeJournal(false, async () => {
+      ({ slot, image } = await this.hb.readSlot(this.hostId));
+      await this.hb.claim(this.hostName, image);
+    });
+    this.mounted();
+  }
+
+  /**
+   * @internal hostId 'auto' on a slot that is not mounted (slots.ts): claim the slot first,
+   * atomically against `image` (INVALID_STATE reason SLOT_TAKEN when another host was faster),
+   * then take our journal lock and replay (an empty journal: the previous mount there ended
+   * cleanly or was recovered), beating meanwhile. A failure after the claim frees the slot.
+   */
+  async startClaimed(image: Buffer): Promise<void> {
+    await this.hb.claim(this.hostName, image, { exact: true });
+    try {
+      await this.takeJournal(true, async () => undefined);
+    } catch (err) {
+      await this.hb.release().catch(() => undefined);
+      throw err;
+    }
+    this.mounted();
+  }
+
+  /** Take our journal lock (waiting, bounded, for a host recovering us), replay, then `then`. */
+  private async takeJournal(beat: boolean, then: () => Promise<void>): Promise<void> {
     const jl = this.geo.journalLock(this.hostId);
     const deadline = Date.now() + this.lockWaitMs;
     for (;;) {
@@ -183,18 +212,21 @@ export class Vmfs {
         // Another host is recovering our previous incarnation: wait for it (bounded).
         if (!(err instanceof EsxError) || err.code !== 'FILE_LOCKED' || Date.now() >= deadline) throw err;
         await sleep(20);
+        if (beat) await this.hb.beat();
       }
     }
     try {
       const { replayed, problem } = await this.journal.replay(this.hostId);
       if (replayed || problem) this.log.warn({ replayed, problem }, 'vmfs: replayed our journal from a previous crash');
-      ({ slot, image } = await this.hb.readSlot(this.hostId));
-      await this.hb.claim(this.hostName, image);
+      await then();
       await this.hb.observeAll();
     } catch (err) {
       await this.locks.release(this.journalLock).catch(() => undefined);
       throw err;
     }
+  }
+
+  private mounted(): void {
     this.state = 'mounted';
     if (this.autoHeartbeat) this.schedule();
     this.log.info({ incarnation: this.hb.incarnation }, 'vmfs: mounted');
@@ -348,18 +380,8 @@ export class Vmfs {
     for (const b of blocks) await zeroSectors(this.dev, this.geo.blockLba(b), this.geo.spb);
   }
 
-  /** Walk a path; NOT_FOUND when a component is missing (or being created/removed right now). */
-  private async walk(parts: string[]): Promise<FileMap> {
-    let map = await FileMap.load(this.dev, this.geo, ROOT_INO);
-    for (let i = 0; i < parts.length; i++) {
-      if (map.inode.type !== FILE_TYPE.DIR) throw new EsxError('NOT_FOUND', `'${parts.slice(0, i).join('/')}' is not a directory`);
-      const hit = await new Directory(this.dev, this.geo, map).find(parts[i]!);
-      if (!hit) throw new EsxError('NOT_FOUND', `'${parts.slice(0, i + 1).join('/')}' does not exist`, { path: parts.join('/') });
-      const child = await FileMap.load(this.dev, this.geo, hit.entry.ino);
-      if (child.inode.type === FILE_TYPE.FREE || child.inode.gen !== hit.entry.gen) throw new EsxError('NOT_FOUND', `'${parts.slice(0, i + 1).join('/')}' does not exist (being removed)`, { path: parts.join('/') });
-      map = child;
-    }
-    return map;
+  private walk(parts: string[]): Promise<FileMap> {
+    return walk(this.dev, this.geo, parts);
   }
 
   private parent(path: string): { parts: string[]; name: string } {
@@ -535,20 +557,12 @@ export class Vmfs {
 
   async readdir(path = '/'): Promise<DirEntry[]> {
     this.usable();
-    const map = await this.walk(splitPath(path));
-    if (map.inode.type !== FILE_TYPE.DIR) throw new EsxError('INVALID_ARGUMENT', `'${path}' is not a directory`);
-    const out: DirEntry[] = [];
-    for (const e of await new Directory(this.dev, this.geo, map).list()) out.push({ name: e.name, type: typeName(e.type), ino: e.ino });
-    return out.sort((a, b) => a.name.localeCompare(b.name));
+    return listDir(this.dev, this.geo, path);
   }
 
   async stat(path: string): Promise<FileStat> {
     this.usable();
-    const parts = splitPath(path);
-    const map = await this.walk(parts);
-    const { data, pointerBlocks } = await map.allBlocks();
-    const n = map.inode;
-    return { path: '/' + parts.join('/'), name: parts[parts.length - 1] ?? '/', type: typeName(n.type), ino: n.ino, gen: n.gen, size: n.size, allocatedBytes: (data.size + pointerBlocks.length) * this.superblock.fileBlockSize, mtimeMs: n.mtimeMs, ctimeMs: n.ctimeMs };
+    return statPath(this.dev, this.geo, path);
   }
 
   async exists(path: string): Promise<boolean> {
@@ -578,9 +592,7 @@ export class Vmfs {
 
   async df(): Promise<DiskFree> {
     this.usable();
-    const { freeBlocks, totalBlocks } = await this.alloc.usage();
-    const B = this.superblock.fileBlockSize;
-    return { label: this.superblock.label, uuid: this.superblock.uuid, capacityBytes: totalBlocks * B, freeBytes: freeBlocks * B, usedBytes: (totalBlocks - freeBlocks) * B, fileBlockSize: B };
+    return diskFree(this.dev, this.geo);
   }
 
   // ---- files -----------------------------------------------------------------------------------
