@@ -5,7 +5,7 @@ export * from './sdk/nic.js';
 export * from './sdk/disk.js';
 export * from './sdk/workload.js';
 export * from './sdk/vcpu.js';
-export { getWorkload } from './workloads/registry.js';
+export { getWorkload, guestReport } from './workloads/registry.js';
 export { idle } from './workloads/idle.js';
 export * from './workloads/memstress.js';
 export * from './workloads/cpuburn.js';

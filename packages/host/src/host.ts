@@ -3,7 +3,9 @@
  * listener and the link to vcenter. startHost resolves once the host listens, whether or not
  * vcenter is up (the link keeps retrying); close() powers off the VMs and closes everything.
  */
+import { parseIscsiUrl } from '@esxemu/iscsi';
 import { EsxError, ESXEMU_VERSION, NAME_RE, toEsxError, type Logger } from '@esxemu/shared';
+import { DatastoreMount } from './datastore/mount.js';
 import { VcenterLink } from './link/vcenter-link.js';
 import { MigrationListener, formatHostPort } from './migration/listener.js';
 import { MachineMemory, MAX_MACHINE_MEMORY_MIB } from './vmkernel/memory/machine-memory.js';
@@ -30,6 +32,10 @@ export interface HostOptions {
   /** host.log is written by the CLI; the host writes vmkernel.log here. */
   dataDir: string;
   logger: Logger;
+  /** The shared datastore: iscsi://host:port/iqn/lun of its LUN (mounted in the background). */
+  datastoreUrl?: string;
+  /** VMFS locks and heartbeats with COMPARE AND WRITE (default) or SCSI reservations. */
+  datastoreAts?: boolean;
 }
 
 export interface HostProcess {
@@ -45,6 +51,7 @@ export interface HostProcess {
 /** A started host, with its parts exposed for tests and benchmarks. */
 export interface HostInternals extends HostProcess {
   vmkernel: Vmkernel;
+  datastore: DatastoreMount | null;
   link: VcenterLink;
   vmkLog: VmkernelLog;
 }
@@ -63,6 +70,7 @@ function checkOptions(o: HostOptions): void {
   if (!o.migrationListenHost) bad('migrationListenHost is required');
   if (typeof o.clusterSecret !== 'string' || o.clusterSecret.length === 0 || o.clusterSecret.length > 1024) bad('clusterSecret must be 1 to 1024 characters');
   if (!o.dataDir) bad('dataDir is required');
+  if (o.datastoreUrl !== undefined) parseIscsiUrl(o.datastoreUrl);
 }
 
 export async function startHost(opts: HostOptions): Promise<HostProcess> {
@@ -94,7 +102,10 @@ export async function startHostInternals(opts: HostOptions): Promise<HostInterna
   const bound = listener.address;
   const migrationAddress = formatHostPort(opts.advertiseHost ?? bound.address, bound.port);
 
-  const vmkernel = new Vmkernel({ cpuCores: opts.cpuCores, cpuMhz: opts.cpuMhz, machine, logger, vmkLog });
+  const datastore = opts.datastoreUrl
+    ? new DatastoreMount({ url: opts.datastoreUrl, hostName: opts.name, ats: opts.datastoreAts ?? true, logger: logger.child({ component: 'datastore' }) })
+    : null;
+  const vmkernel = new Vmkernel({ cpuCores: opts.cpuCores, cpuMhz: opts.cpuMhz, machine, logger, vmkLog, ...(datastore ? { attachStorage: (c) => datastore.attach(c) } : {}) });
   let resolveFatal!: (e: EsxError) => void;
   const fatal = new Promise<EsxError>((r) => (resolveFatal = r));
   let link: VcenterLink;
@@ -106,6 +117,7 @@ export async function startHostInternals(opts: HostOptions): Promise<HostInterna
       vmkernel,
       logger,
       vmkLog,
+      datastore,
       onFatal: (e) => resolveFatal(e),
     });
   } catch (err) {
@@ -115,6 +127,7 @@ export async function startHostInternals(opts: HostOptions): Promise<HostInterna
     throw toEsxError(err);
   }
   link.start();
+  datastore?.start();
 
   vmkLog.log('Init', `host ${opts.name}: ${opts.cpuCores} x ${opts.cpuMhz} MHz, ${opts.memoryMiB} MiB machine memory, vMotion listener on ${migrationAddress}`);
   logger.info({ migrationAddress, vcenter: opts.vcenterUrl }, `host ${opts.name} listening for migrations on ${migrationAddress}`);
@@ -125,11 +138,12 @@ export async function startHostInternals(opts: HostOptions): Promise<HostInterna
       logger.info(`host ${opts.name} shutting down`);
       await link.close();
       await vmkernel.close();
+      await datastore?.close();
       await listener.close();
       vmkLog.log('Init', `host ${opts.name} stopped`);
       vmkLog.close();
     })();
     return closing;
   };
-  return { name: opts.name, migrationAddress, fatal, close, vmkernel, link, vmkLog };
+  return { name: opts.name, migrationAddress, fatal, close, vmkernel, datastore, link, vmkLog };
 }

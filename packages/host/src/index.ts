@@ -10,3 +10,10 @@ export { VcenterLink, hostlinkUrl, type LinkState } from './link/vcenter-link.js
 export { MigrationListener } from './migration/listener.js';
 export { DEFAULT_VCPU_LOOP_OPTIONS, type VcpuLoopOptions } from './vmm/vcpu-loop.js';
 export { RequestQueue, type NicQueueState } from './vmm/devices/net/queue.js';
+export { FileDiskBackend, VirtualDiskService, type DiskBackend, type VirtualDiskStats, type AttachStorage, type VmStorageLease } from './vmkernel/virtual-disk.js';
+export { Datastore, type DatastoreOptions, type DatastoreInfo } from './datastore/datastore.js';
+export { DatastoreMount } from './datastore/mount.js';
+export { VmfsDiskBackend } from './datastore/vmfs-disk.js';
+export { formatDatastore } from './datastore/format.js';
+export { vmPaths, encodeVmx, parseVmx, encodeVmdkDescriptor, parseVmdkDescriptor, datastorePath, parseDatastorePath } from './datastore/vm-files.js';
+export * as vmfs from './vmfs/index.js';

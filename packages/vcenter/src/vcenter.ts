@@ -84,7 +84,7 @@ export async function startVcenter(opts: VcenterOptions, tuning: Partial<Vcenter
       logger,
       store,
       view,
-      vms: new VmService(registry, view, pool, tasks),
+      vms: new VmService(registry, view, pool, tasks, hostServer, stats),
       power: new VmPowerTasks(registry, view, hostServer, tasks, logger.child({ component: 'power' })),
       hostServer,
       stream,

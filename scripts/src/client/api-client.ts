@@ -10,6 +10,7 @@ import {
   type CreateVmRequest,
   type EventInfo,
   type HostInfo,
+  type RegisterVmRequest,
   type StreamMessage,
   type TaskInfo,
   type VmInfo,
@@ -86,6 +87,9 @@ export class ApiClient {
   }
   createVm(req: CreateVmRequest): Promise<VmInfo> {
     return this.request('POST', '/api/vms', req);
+  }
+  registerVm(req: RegisterVmRequest): Promise<VmInfo> {
+    return this.request('POST', '/api/vms/register', req);
   }
   deleteVm(name: string): Promise<{ deleted: boolean }> {
     return this.request('DELETE', `/api/vms/${encodeURIComponent(name)}`);

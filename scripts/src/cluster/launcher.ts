@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
 import { EsxError, readReadyFile, sleep } from '@esxemu/shared';
+import { formatDatastore } from '@esxemu/host';
+import { DEFAULT_TARGET_NAME } from '@esxemu/iscsi';
 import { clusterLayout, type ClusterLayout } from './layout.js';
 import { isAlive, readClusterState, removeClusterState, writeClusterState, type ClusterState, type ProcessRecord } from './state.js';
 
@@ -130,7 +132,10 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<ClusterState> {
   const baseEnv: Record<string, string> = {};
   try {
     say('starting iscsi target');
-    started.push(await launchProcess({ ...common, role: 'iscsi', name: 'iscsi', dir: layout.iscsiDir, argv: ['iscsi', 'serve', '--listen', opts.listenHost, '--port', String(opts.iscsiPort), '--data-dir', layout.iscsiDir], env: baseEnv }));
+    const iscsi = await launchProcess({ ...common, role: 'iscsi', name: 'iscsi', dir: layout.iscsiDir, argv: ['iscsi', 'serve', '--listen', opts.listenHost, '--port', String(opts.iscsiPort), '--data-dir', layout.iscsiDir], env: baseEnv });
+    started.push(iscsi);
+    const datastoreUrl = `iscsi://${iscsi.urls['iscsi']}/${DEFAULT_TARGET_NAME}/0`;
+    say(`${(await formatDatastore(datastoreUrl)) === 'formatted' ? 'formatted' : 'found'} VMFS datastore1 on ${datastoreUrl}`);
     say('starting vcenter');
     const vcArgs = ['vcenter', 'serve', '--data-dir', layout.vcenterDir, '--listen', opts.listenHost, '--port', String(opts.vcenterPort), '--vm-network', opts.vmNetwork];
     if (opts.heartbeatIntervalMs) vcArgs.push('--heartbeat-interval', String(opts.heartbeatIntervalMs));
@@ -147,7 +152,7 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<ClusterState> {
           role: 'host',
           name: hostName(i),
           dir: layout.hostDir(hostName(i)),
-          argv: hostArgv(layout, opts, vcenterUrl, hostName(i), opts.migrationPortBase === 0 ? 0 : opts.migrationPortBase + i),
+          argv: [...hostArgv(layout, opts, vcenterUrl, hostName(i), opts.migrationPortBase === 0 ? 0 : opts.migrationPortBase + i), '--datastore', datastoreUrl],
           env: baseEnv,
         }).then((r) => {
           started.push(r);

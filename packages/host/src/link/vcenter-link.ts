@@ -31,6 +31,8 @@ import {
   type Logger,
   type VcenterToHost,
 } from '@esxemu/shared';
+import type { Datastore } from '../datastore/datastore.js';
+import type { DatastoreMount } from '../datastore/mount.js';
 import type { VmkernelLog } from '../vmkernel/vmkernel-log.js';
 import type { Vmkernel } from '../vmkernel/vmkernel.js';
 
@@ -46,6 +48,8 @@ export interface VcenterLinkOptions {
   vmkernel: Vmkernel;
   logger: Logger;
   vmkLog?: VmkernelLog | null;
+  /** The host's datastore mount (VM files, stats), when it has one configured. */
+  datastore?: DatastoreMount | null;
   /** Called once if vcenter refuses this host for good (e.g. BAD_SECRET). */
   onFatal(err: EsxError): void;
   backoffMinMs?: number;
@@ -213,7 +217,10 @@ export class VcenterLink {
   private sendStats(): void {
     if (this.st !== 'connected') return;
     const s = this.o.vmkernel.stats();
-    this.send({ type: 'stats', host: s.host, vms: s.vms });
+    const ds = this.o.datastore;
+    this.send({ type: 'stats', host: { ...s.host, datastore: ds ? ds.status() : null }, vms: s.vms });
+    // Capacity and live hosts for the next report (reads the LUN: not on this tick's path).
+    void ds?.refresh();
   }
 
   private onReject(ws: WebSocket, err: EsxError): void {
@@ -249,7 +256,7 @@ export class VcenterLink {
     }
   }
 
-  private dispatch(op: HostOp, args: unknown): Promise<unknown> {
+  private async dispatch(op: HostOp, args: unknown): Promise<unknown> {
     const k = this.o.vmkernel;
     switch (op) {
       case 'vm.powerOn':
@@ -260,7 +267,18 @@ export class VcenterLink {
         return k.reset((args as HostOpArgs<'vm.reset'>).vmId);
       case 'vm.list':
         return Promise.resolve({ vms: k.list() });
+      case 'vm.createFiles':
+        return this.datastore().createVm((args as HostOpArgs<'vm.createFiles'>).config).then((vmxPath) => ({ vmxPath }));
+      case 'vm.deleteFiles':
+        return this.datastore().deleteVm((args as HostOpArgs<'vm.deleteFiles'>).name).then(() => ({}));
+      case 'vm.readVmx':
+        return this.datastore().readVmx((args as HostOpArgs<'vm.readVmx'>).path).then((config) => ({ config }));
     }
+  }
+
+  private datastore(): Datastore {
+    if (!this.o.datastore) throw new EsxError('INVALID_STATE', 'this host has no datastore configured');
+    return this.o.datastore.require();
   }
 
   private respondError(ws: WebSocket, id: number, e: EsxError): void {

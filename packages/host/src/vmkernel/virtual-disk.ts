@@ -16,7 +16,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { MessagePort } from 'node:worker_threads';
 import { MAX_DISK_REQUEST_BYTES, SECTOR_BYTES } from '@esxemu/guest';
-import { EsxError, toEsxError, type Logger } from '@esxemu/shared';
+import { EsxError, toEsxError, type Logger, type VmConfig } from '@esxemu/shared';
 import { isDiskCall, type DiskCall, type DiskReply } from './disk-protocol.js';
 
 /** Where a virtual disk's bytes live. */
@@ -28,6 +28,24 @@ export interface DiskBackend {
   /** Resolves once every acknowledged write is durable. */
   flush(): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * What a VM holds on its host's storage while it runs: its disk (when it has one) and whatever
+ * else says "this VM runs here" (on a datastore: the locks of its .vswp and disk extent).
+ * Taken at power-on, released after the VM's worker is gone.
+ */
+export interface VmStorageLease {
+  disk: DiskBackend | null;
+  release(): Promise<void>;
+}
+
+/** Where a host keeps its VMs' files: attach() at power-on, FILE_LOCKED when another host runs the VM. */
+export type AttachStorage = (config: VmConfig) => Promise<VmStorageLease>;
+
+/** Storage for a host whose VMs' disks are plain backends (no locks besides the backend's own). */
+export function diskOnlyStorage(openDisk: (config: VmConfig) => Promise<DiskBackend>): AttachStorage {
+  return async (c) => ({ disk: c.diskMiB === undefined ? null : await openDisk(c), release: async () => undefined });
 }
 
 export interface VirtualDiskStats {
@@ -50,9 +68,11 @@ export class VirtualDiskService {
   private readonly queue: DiskCall[] = [];
   private idle: (() => void) | null = null;
   private closed = false;
+  private readonly onError: ((op: DiskCall['op'], err: EsxError) => void) | null;
   readonly stats: VirtualDiskStats = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, refused: 0 };
 
-  constructor(port: MessagePort, backend: DiskBackend, o: { log: Logger; maxInflight?: number; maxQueued?: number }) {
+  constructor(port: MessagePort, backend: DiskBackend, o: { log: Logger; maxInflight?: number; maxQueued?: number; onError?: (op: DiskCall['op'], err: EsxError) => void }) {
+    this.onError = o.onError ?? null;
     this.port = port;
     this.backend = backend;
     this.log = o.log;
@@ -124,8 +144,9 @@ export class VirtualDiskService {
     } catch (err) {
       const e = toEsxError(err);
       this.stats.errors++;
-      this.log.warn({ op: c.op, offset: c.offset, length: c.length, err: e.message, code: e.code }, 'virtual disk I/O failed');
+      this.log.debug({ op: c.op, offset: c.offset, length: c.length, err: e.message, code: e.code }, 'virtual disk I/O failed');
       reply = { tag: c.tag, ok: false, error: { code: e.code, message: e.message } };
+      this.onError?.(c.op, e);
     }
     this.running--;
     this.reply(reply);

@@ -15,7 +15,7 @@
  * crash), the worker is gone before the VM's machine pages are freed.
  */
 import { MessageChannel } from 'node:worker_threads';
-import { REGISTER_COUNT, R_STEP_LO, Registers } from '@esxemu/guest';
+import { guestReport, REGISTER_COUNT, R_STEP_LO, Registers } from '@esxemu/guest';
 import { EsxError, pagesToMiB, mibToPages, toEsxError, type Logger, type VmConfig, type VmRuntime, type VmStats } from '@esxemu/shared';
 import type { NetDeviceOptions } from '../vmm/devices/net/device.js';
 import type { VmmEvent, VmmInit, VmmRequestType, VmmResults } from '../vmm/messages.js';
@@ -26,7 +26,7 @@ import { Pmap } from './memory/pmap.js';
 import type { CpuClaim, SchedulableVm } from './scheduler.js';
 import type { VmkernelLog } from './vmkernel-log.js';
 import { VmmChannel } from './vmm-channel.js';
-import { VirtualDiskService, type DiskBackend, type VirtualDiskStats } from './virtual-disk.js';
+import { VirtualDiskService, type AttachStorage, type VirtualDiskStats, type VmStorageLease } from './virtual-disk.js';
 
 export type VmState = 'poweredOff' | 'poweringOn' | 'poweredOn' | 'resetting' | 'poweringOff' | 'crashed';
 
@@ -59,13 +59,18 @@ export interface VmDeps {
   nic: Omit<NetDeviceOptions, 'ip' | 'port'>;
   timeouts: VmTimeouts;
   /**
-   * Open the VM's virtual disk (its .vmdk on the datastore). Absent: this host has nowhere to
-   * keep disks, and a VM with a disk cannot power on here.
+   * Take the VM's storage at power-on (its files' locks and its disk on the datastore). Absent:
+   * this host has nowhere to keep disks, and a VM with a disk cannot power on here.
    */
-  openDisk?: (config: VmConfig) => Promise<DiskBackend>;
+  attachStorage?: AttachStorage;
+  /** A disk request of the VM failed (throttled: at most one call per VM per 5 s). */
+  onDiskError?(vm: Vm, message: string): void;
   /** The VM crashed; its worker is gone and its pages are freed. */
   onCrash(vm: Vm, err: EsxError): void;
 }
+
+/** A VM's disk errors are reported at most this often (a full datastore fails every write). */
+const DISK_ERROR_REPORT_MS = 5000;
 
 export interface PowerOnOptions {
   /** Debug: pause the vCPU once the guest has run this many steps. */
@@ -86,6 +91,7 @@ export class Vm implements SchedulableVm {
   private st: VmState = 'poweredOff';
   private vmm: VmmChannel | null = null;
   private disk: VirtualDiskService | null = null;
+  private storage: VmStorageLease | null = null;
   private worldId = 0;
   private startedAtMs = 0;
   private nicAddr: string | null = null;
@@ -305,6 +311,7 @@ export class Vm implements SchedulableVm {
       memActiveMiB: pagesToMiB(this.pmap.activePages),
       steps: this.counters.steps,
       uptimeS: this.startedAtMs ? (nowMs - this.startedAtMs) / 1000 : 0,
+      guest: guestReport(this.config.workload.kind, this.regs),
     };
   }
 
@@ -371,14 +378,28 @@ export class Vm implements SchedulableVm {
    * Make sure the worker is gone, then free the VM's machine pages. If the worker cannot be
    * shown gone in time, the pages are kept (a leak, logged) rather than freed under its feet.
    */
-  /** The disk service and the VMM's end of its channel, when the VM has a disk. */
+  /** Take the VM's storage; the disk service and the VMM's end of its channel when it has a disk. */
   private async openDisk(): Promise<VmmInit['disk']> {
     const c = this.config;
-    if (c.diskMiB === undefined) return null;
-    if (!this.deps.openDisk) throw new EsxError('INVALID_STATE', `VM ${c.name} has a ${c.diskMiB} MiB disk and this host has no datastore to keep it on`);
-    const backend = await this.deps.openDisk(c);
+    if (!this.deps.attachStorage) {
+      if (c.diskMiB === undefined) return null;
+      throw new EsxError('INVALID_STATE', `VM ${c.name} has a ${c.diskMiB} MiB disk and this host has no datastore to keep it on`);
+    }
+    this.storage = await this.deps.attachStorage(c);
+    const backend = this.storage.disk;
+    if (c.diskMiB === undefined || !backend) return null;
     const channel = new MessageChannel();
-    this.disk = new VirtualDiskService(channel.port1, backend, { log: this.deps.logger.child({ vm: c.name, device: 'disk' }) });
+    let lastReport = 0;
+    this.disk = new VirtualDiskService(channel.port1, backend, {
+      log: this.deps.logger.child({ vm: c.name, device: 'disk' }),
+      onError: (op, e) => {
+        const now = Date.now();
+        if (now - lastReport < DISK_ERROR_REPORT_MS) return;
+        lastReport = now;
+        this.deps.vmkLog?.log('SCSI', `${c.name}: virtual disk ${op} failed: ${e.code}: ${e.message}`, this.worldId || process.pid);
+        this.deps.onDiskError?.(this, `${op} failed: ${e.code}: ${e.message}`);
+      },
+    });
     return { port: channel.port2, sizeBytes: backend.sizeBytes };
   }
 
@@ -393,9 +414,13 @@ export class Vm implements SchedulableVm {
     this.nicAddr = null;
     const disk = this.disk;
     this.disk = null;
+    const storage = this.storage;
+    this.storage = null;
     const terminated = !vmm || (await vmm.terminate(this.deps.timeouts.terminateTimeoutMs));
     // After the worker: the VMM drained its disk at stop, and nothing can submit any more.
     await disk?.close().catch((err: unknown) => this.deps.logger.warn({ vmId: this.id, err: toEsxError(err).message }, 'closing the virtual disk failed'));
+    if (storage && !disk) await storage.disk?.close().catch(() => undefined);
+    await storage?.release().catch((err: unknown) => this.deps.logger.warn({ vmId: this.id, err: toEsxError(err).message }, 'releasing the VM storage failed'));
     if (!terminated) {
       this.deps.logger.error({ vmId: this.id }, `VMM worker of ${this.config.name} did not terminate; its ${this.pmap.consumedPages} pages stay allocated`);
       return 0;

@@ -27,7 +27,7 @@ import { MachineMemory } from './memory/machine-memory.js';
 import { CpuScheduler } from './scheduler.js';
 import { DEFAULT_VM_TIMEOUTS, Vm, type PowerOnOptions, type VmTimeouts } from './vm.js';
 import type { VmkernelLog } from './vmkernel-log.js';
-import type { DiskBackend } from './virtual-disk.js';
+import { diskOnlyStorage, type AttachStorage, type DiskBackend } from './virtual-disk.js';
 
 const TRANSIENT: ReadonlySet<string> = new Set(['poweringOn', 'poweringOff', 'resetting']);
 const SETTLE_TIMEOUT_MS = 30_000;
@@ -47,14 +47,17 @@ export interface VmkernelOptions {
   vcpu?: Partial<VcpuLoopOptions>;
   nic?: Partial<Omit<NetDeviceOptions, 'ip' | 'port'>>;
   timeouts?: Partial<VmTimeouts>;
-  /** Where VM disks live (the datastore); absent: VMs with a disk cannot power on here. */
+  /** Where VMs' files and disks live (the datastore); absent: VMs with a disk cannot power on here. */
+  attachStorage?: AttachStorage;
+  /** Shorthand for attachStorage when disks are all there is (tests, benchmarks). */
   openDisk?: (config: VmConfig) => Promise<DiskBackend>;
 }
 
 /** Unsolicited VM events (vcenter learns of the rest from the answers to its requests). */
 export interface VmEvent {
   vmId: string;
-  event: 'crashed';
+  /** crashed: the VM is gone; diskError: a disk request failed (at most one event per VM per 5 s). */
+  event: 'crashed' | 'diskError';
   message: string;
 }
 
@@ -67,7 +70,7 @@ export class Vmkernel {
   private readonly vcpu: VcpuLoopOptions;
   private readonly nic: Omit<NetDeviceOptions, 'ip' | 'port'>;
   private readonly timeouts: VmTimeouts;
-  private readonly openDisk: ((config: VmConfig) => Promise<DiskBackend>) | null;
+  private readonly attachStorage: AttachStorage | null;
   private readonly listeners = new Set<(e: VmEvent) => void>();
   private readonly scheduleTimer: NodeJS.Timeout;
   private sampleTimer: NodeJS.Timeout | null = null;
@@ -81,7 +84,7 @@ export class Vmkernel {
     this.vcpu = { ...DEFAULT_VCPU_LOOP_OPTIONS, ...opts.vcpu };
     this.nic = { ...DEFAULT_NET_DEVICE_OPTIONS, ...opts.nic };
     this.timeouts = { ...DEFAULT_VM_TIMEOUTS, ...opts.timeouts };
-    this.openDisk = opts.openDisk ?? null;
+    this.attachStorage = opts.attachStorage ?? (opts.openDisk ? diskOnlyStorage(opts.openDisk) : null);
     this.scheduleTimer = setInterval(() => this.rebalance(), opts.scheduleIntervalMs ?? 100);
     this.scheduleTimer.unref();
     this.setSampleInterval(opts.sampleIntervalMs ?? 2000);
@@ -125,8 +128,9 @@ export class Vmkernel {
       vcpu: this.vcpu,
       nic: this.nic,
       timeouts: this.timeouts,
-      ...(this.openDisk ? { openDisk: this.openDisk } : {}),
+      ...(this.attachStorage ? { attachStorage: this.attachStorage } : {}),
       onCrash: (v, err) => this.onCrash(v, err),
+      onDiskError: (v, message) => this.emit({ vmId: v.id, event: 'diskError', message: message.slice(0, 4000) }),
     });
     this.vms.set(config.id, vm);
     try {
@@ -177,7 +181,10 @@ export class Vmkernel {
   private onCrash(vm: Vm, err: EsxError): void {
     if (this.vms.get(vm.id) === vm) this.vms.delete(vm.id);
     this.rebalance();
-    const e: VmEvent = { vmId: vm.id, event: 'crashed', message: err.message.slice(0, 4000) };
+    this.emit({ vmId: vm.id, event: 'crashed', message: err.message.slice(0, 4000) });
+  }
+
+  private emit(e: VmEvent): void {
     for (const fn of this.listeners) {
       try {
         fn(e);

@@ -69,6 +69,8 @@ export interface VmInfo {
   ip: string;
   /** Virtual disk size, MiB; null: no disk. */
   diskMiB: number | null;
+  /** "[datastore1] vm1/vm1.vmx" when its files are on the datastore, else null. */
+  vmxPath: string | null;
   createdAt: number;
   stats: VmStats | null;
 }
@@ -123,6 +125,14 @@ export const createVmRequestSchema = z.object({
   host: nameSchema.optional(),
 });
 export type CreateVmRequest = z.input<typeof createVmRequestSchema>;
+
+export const registerVmRequestSchema = z.object({
+  /** The .vmx on the datastore: "[datastore1] vm1/vm1.vmx" or "vm1/vm1.vmx". */
+  path: z.string().min(1).max(512),
+  /** Register on this host (name); otherwise any host with the datastore reads the file. */
+  host: nameSchema.optional(),
+});
+export type RegisterVmRequest = z.infer<typeof registerVmRequestSchema>;
 
 export const powerOnRequestSchema = z.object({ host: nameSchema.optional() });
 export type PowerOnRequest = z.infer<typeof powerOnRequestSchema>;

@@ -55,6 +55,19 @@ const vmStatsSchema = z.object({
   memActiveMiB: z.number(),
   steps: z.number(),
   uptimeS: z.number(),
+  guest: z.record(z.string().max(64), z.number()).nullable().optional(),
+});
+
+/** The host's mount of the shared datastore, as it reports it. */
+export const datastoreStatusSchema = z.object({
+  url: z.string().max(512),
+  state: z.enum(['mounting', 'mounted', 'error']),
+  name: z.string().max(128).nullable(),
+  uuid: z.string().max(64).nullable(),
+  capacityBytes: z.number().nullable(),
+  freeBytes: z.number().nullable(),
+  liveHosts: z.array(z.string().max(128)).max(1024),
+  error: z.string().max(2048).nullable(),
 });
 
 const hostStatsSchema = z.object({
@@ -66,6 +79,7 @@ const hostStatsSchema = z.object({
   memActiveMiB: z.number(),
   rssMiB: z.number(),
   vmsRunning: z.number(),
+  datastore: datastoreStatusSchema.nullable().optional(),
 });
 
 /** Operations vcenter asks of a host, with their argument and result shapes. */
@@ -74,6 +88,12 @@ export const hostOpSchemas = {
   'vm.powerOff': { args: z.object({ vmId: z.string() }), result: z.object({ vmId: z.string() }) },
   'vm.reset': { args: z.object({ vmId: z.string() }), result: vmRuntimeSchema },
   'vm.list': { args: z.object({}), result: z.object({ vms: z.array(vmRuntimeSchema) }) },
+  /** Write a new VM's folder and files on the datastore; the .vmx as "[datastore] path". */
+  'vm.createFiles': { args: z.object({ config: vmConfigSchema }), result: z.object({ vmxPath: z.string() }) },
+  /** Remove a powered-off VM's files (FILE_LOCKED while a host holds them). */
+  'vm.deleteFiles': { args: z.object({ name: z.string().max(64) }), result: z.object({}) },
+  /** Read a .vmx from the datastore (registering a VM from its path). */
+  'vm.readVmx': { args: z.object({ path: z.string().min(1).max(512) }), result: z.object({ config: vmConfigSchema }) },
 } as const;
 export type HostOp = keyof typeof hostOpSchemas;
 export type HostOpArgs<O extends HostOp> = z.infer<(typeof hostOpSchemas)[O]['args']>;
@@ -91,7 +111,7 @@ export const hostToVcenterSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('vmEvent'),
     vmId: z.string(),
-    event: z.enum(['poweredOn', 'poweredOff', 'reset', 'crashed']),
+    event: z.enum(['poweredOn', 'poweredOff', 'reset', 'crashed', 'diskError']),
     message: z.string().max(4096),
   }),
 ]);

@@ -80,6 +80,11 @@ export interface VmStats {
   /** Guest steps executed since power-on. */
   steps: number;
   uptimeS: number;
+  /**
+   * What the guest reports of itself, as VMware Tools' guestinfo: named counters of its
+   * workload (diskrecords: acked, flushed, verified, errors; diskio: ops, kib, errors).
+   */
+  guest?: Record<string, number> | null;
 }
 
 /** Runtime figures of one host. */
@@ -93,4 +98,18 @@ export interface HostStats {
   /** Real resident set size of the host process, MiB (what the emulator itself costs). */
   rssMiB: number;
   vmsRunning: number;
+  /** The host's mount of the shared datastore; null: it has none configured. */
+  datastore?: DatastoreStatus | null;
+}
+
+export interface DatastoreStatus {
+  url: string;
+  state: 'mounting' | 'mounted' | 'error';
+  name: string | null;
+  uuid: string | null;
+  capacityBytes: number | null;
+  freeBytes: number | null;
+  /** Hosts whose datastore heartbeat this host sees as live. */
+  liveHosts: string[];
+  error: string | null;
 }

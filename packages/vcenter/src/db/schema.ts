@@ -72,6 +72,10 @@ const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE vms ADD COLUMN disk_mib INTEGER CHECK (disk_mib IS NULL OR disk_mib > 0);
   `,
+  // 2 -> 3: where the VM's files are on the datastore (NULL: nowhere).
+  `
+  ALTER TABLE vms ADD COLUMN vmx_path TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -34,6 +34,7 @@ interface VmRow {
   seed: number;
   ip: string;
   disk_mib: number | null;
+  vmx_path: string | null;
   host_id: string | null;
   power_state: PowerState;
   created_at: number;
@@ -186,6 +187,7 @@ export class Store {
       seed: c.seed,
       ip: c.ip,
       diskMiB: c.diskMiB ?? null,
+      vmxPath: vm.vmxPath,
       hostId: vm.hostId,
       powerState: vm.powerState,
       createdAt: vm.createdAt,
@@ -276,8 +278,8 @@ function prepareStatements(db: Database.Database) {
     vmsOnHost: db.prepare<[string], VmRow>('SELECT * FROM vms WHERE host_id = ? ORDER BY name'),
     vmIps: db.prepare<[], { ip: string }>('SELECT ip FROM vms'),
     insertVm: db.prepare(`
-      INSERT INTO vms (id, name, memory_mib, vcpus, workload, seed, ip, disk_mib, host_id, power_state, created_at)
-      VALUES (@id, @name, @memoryMiB, @vcpus, @workload, @seed, @ip, @diskMiB, @hostId, @powerState, @createdAt)`),
+      INSERT INTO vms (id, name, memory_mib, vcpus, workload, seed, ip, disk_mib, vmx_path, host_id, power_state, created_at)
+      VALUES (@id, @name, @memoryMiB, @vcpus, @workload, @seed, @ip, @diskMiB, @vmxPath, @hostId, @powerState, @createdAt)`),
     updateVm: db.prepare('UPDATE vms SET host_id = @hostId, power_state = @powerState WHERE id = @id'),
     deleteVm: db.prepare('DELETE FROM vms WHERE id = ?'),
 
@@ -332,6 +334,7 @@ function vmFromRow(r: VmRow): VmRecord {
     hostId: r.host_id,
     powerState: r.power_state,
     createdAt: r.created_at,
+    vmxPath: r.vmx_path,
   };
 }
 

@@ -8,10 +8,12 @@ export const EVENT_SEVERITY = {
   HostRejected: 'warning',
   VmCreated: 'info',
   VmDeleted: 'info',
+  VmRegistered: 'info',
   VmPoweredOn: 'info',
   VmPoweredOff: 'info',
   VmReset: 'info',
   VmCrashed: 'error',
+  VmDiskError: 'error',
   TaskFailed: 'error',
 } as const satisfies Record<string, EventSeverity>;
 

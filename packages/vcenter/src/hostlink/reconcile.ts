@@ -63,7 +63,7 @@ export function reconcileHostVms(store: Store, host: HostRecord, reported: reado
     }
     ips.set(r.config.ip, r.config.name);
     adopted.add(r.config.name);
-    out.changes.push({ kind: 'vmCreated', vm: { config: r.config, hostId: host.id, powerState: 'poweredOn', createdAt: now } });
+    out.changes.push({ kind: 'vmCreated', vm: { config: r.config, hostId: host.id, powerState: 'poweredOn', createdAt: now, vmxPath: null } });
     out.events.push({ type: 'VmCreated', message: `VM ${r.config.name} found running on host ${host.name} and added to the inventory`, host: host.name, vm: r.config.name });
   }
 

@@ -1,6 +1,6 @@
 /**
  * Unsolicited VM state changes a host reports (vmEvent): a guest that powered itself off, reset
- * or crashed. Only a host the VM is registered on may change its state; an event about a VM that
+ * or crashed, or whose disk I/O failed (NO_SPACE, LOCK_LOST...: an event, no state change). Only a host the VM is registered on may change its state; an event about a VM that
  * is unknown or recorded elsewhere (a stale report) changes nothing. A report of the state
  * already recorded (the answer to one of our own requests) adds no second event.
  */
@@ -52,5 +52,8 @@ export function applyVmEvent(store: Store, host: HostRecord, msg: VmEventMessage
         events: [{ type: 'VmCrashed', message: `VM ${name} crashed on host ${host.name}${detail}`, host: host.name, vm: name }],
         ignored: null,
       };
+    case 'diskError':
+      if (!here) return { changes: [], events: [], ignored: 'VM registered on another host' };
+      return { changes: [], events: [{ type: 'VmDiskError', message: `VM ${name}: disk I/O failed on host ${host.name}${detail}`, host: host.name, vm: name }], ignored: null };
   }
 }

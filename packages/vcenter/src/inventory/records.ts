@@ -28,4 +28,6 @@ export interface VmRecord {
   hostId: string | null;
   powerState: PowerState;
   createdAt: number;
+  /** "[datastore1] vm1/vm1.vmx" when the VM's files are on the datastore, else null. */
+  vmxPath: string | null;
 }

@@ -68,6 +68,7 @@ export class InventoryView {
       workload: c.workload,
       seed: c.seed,
       diskMiB: c.diskMiB ?? null,
+      vmxPath: v.vmxPath,
       ip: c.ip,
       createdAt: v.createdAt,
       stats: v.powerState === 'poweredOn' ? this.stats.vm(c.id) : null,

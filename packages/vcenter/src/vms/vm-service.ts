@@ -1,10 +1,20 @@
 /**
- * Creating and deleting VMs: validation (zod schema of the API, unique names, a free IP in the
- * VM network), a uuid and a seed, then one commit through the registry with its event.
+ * Creating, registering and deleting VMs: validation (zod schema of the API, unique names, a
+ * free IP in the VM network), a uuid and a seed, the VM's files on the datastore, then one
+ * commit through the registry with its event.
+ *
+ * Files: vcenter has no datastore of its own; like vSphere it asks a host that has it mounted
+ * (the VM's host when one is given) to write the folder, .vmx and disk (vm.createFiles), to read
+ * a .vmx when a VM is registered from its path, and to remove the files at delete. The inventory
+ * changes only once the host answered: a failure leaves the inventory as it was. A VM without a
+ * disk may be created while no host has the datastore (it then has no files: vmxPath null).
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import type { VmConfig, VmInfo } from '@esxemu/shared';
-import { EsxError, createVmRequestSchema, summarizeZodError } from '@esxemu/shared';
+import { EsxError, createVmRequestSchema, registerVmRequestSchema, summarizeZodError } from '@esxemu/shared';
+import type { HostServer } from '../hostlink/host-server.js';
+import type { HostRecord } from '../inventory/records.js';
+import type { LiveStats } from '../inventory/live-stats.js';
 import type { InventoryView } from '../inventory/views.js';
 import type { Registry } from '../inventory/registry.js';
 import type { IpPool } from '../network/ip-pool.js';
@@ -16,9 +26,18 @@ export class VmService {
     private readonly view: InventoryView,
     private readonly pool: IpPool,
     private readonly tasks: TaskManager,
+    private readonly hosts: HostServer,
+    private readonly stats: LiveStats,
   ) {}
 
-  create(body: unknown): VmInfo {
+  /** A connected host with the datastore mounted: `preferred` if it has it, else the first. */
+  private datastoreHost(preferred: HostRecord | null): HostRecord | null {
+    const mounted = (h: HostRecord): boolean => h.connectionState === 'connected' && this.stats.host(h.id)?.datastore?.state === 'mounted';
+    if (preferred && mounted(preferred)) return preferred;
+    return this.registry.store.hosts().find(mounted) ?? null;
+  }
+
+  async create(body: unknown): Promise<VmInfo> {
     const parsed = createVmRequestSchema.safeParse(body ?? {});
     if (!parsed.success) throw new EsxError('INVALID_ARGUMENT', `invalid VM: ${summarizeZodError(parsed.error)}`);
     const req = parsed.data;
@@ -45,18 +64,48 @@ export class VmService {
       ip,
       ...(req.diskMiB !== undefined ? { diskMiB: req.diskMiB } : {}),
     };
+    const dsHost = this.datastoreHost(host);
+    if (!dsHost && config.diskMiB !== undefined) throw new EsxError('INVALID_STATE', `VM ${config.name} has a disk and no connected host has the datastore mounted to keep it`);
+    const vmxPath = dsHost ? (await this.hosts.request(dsHost.id, 'vm.createFiles', { config })).vmxPath : null;
+    if (store.vmByName(config.name)) throw new EsxError('NAME_IN_USE', `a VM named ${config.name} already exists`);
     this.registry.commit(
-      [{ kind: 'vmCreated', vm: { config, hostId: host?.id ?? null, powerState: 'poweredOff', createdAt: Date.now() } }],
-      [{ type: 'VmCreated', message: `VM ${config.name} created (${config.memoryMiB} MiB, ${config.vcpus} vCPU, ${config.workload.kind}, IP ${ip})`, vm: config.name, host: host?.name ?? null }],
+      [{ kind: 'vmCreated', vm: { config, hostId: host?.id ?? null, powerState: 'poweredOff', createdAt: Date.now(), vmxPath } }],
+      [{ type: 'VmCreated', message: `VM ${config.name} created (${config.memoryMiB} MiB, ${config.vcpus} vCPU, ${config.workload.kind}, IP ${ip}${vmxPath ? `, files in ${vmxPath}` : ', no datastore: no files'})`, vm: config.name, host: host?.name ?? null }],
     );
     return this.view.vm(config.id);
   }
 
-  delete(nameOrId: string): void {
+  /** Add a VM to the inventory from its .vmx on the datastore, read by a host that has it. */
+  async register(body: unknown): Promise<VmInfo> {
+    const parsed = registerVmRequestSchema.safeParse(body ?? {});
+    if (!parsed.success) throw new EsxError('INVALID_ARGUMENT', `invalid registration: ${summarizeZodError(parsed.error)}`);
+    const host = parsed.data.host === undefined ? null : this.view.hostRecord(parsed.data.host);
+    const dsHost = this.datastoreHost(host);
+    if (!dsHost) throw new EsxError('INVALID_STATE', 'no connected host has the datastore mounted to read the .vmx');
+    const { config } = await this.hosts.request(dsHost.id, 'vm.readVmx', { path: parsed.data.path });
+    const store = this.registry.store;
+    if (store.vmByName(config.name)) throw new EsxError('NAME_IN_USE', `a VM named ${config.name} is already in the inventory`);
+    if (store.vms().some((v) => v.config.id === config.id)) throw new EsxError('NAME_IN_USE', `a VM with id ${config.id} is already in the inventory`);
+    this.pool.checkExplicit(config.ip, (addr) => store.vms().find((v) => v.config.ip === addr)?.config.name ?? null);
+    const vmxPath = parsed.data.path.startsWith('[') ? parsed.data.path : `[${this.stats.host(dsHost.id)?.datastore?.name ?? 'datastore1'}] ${parsed.data.path}`;
+    this.registry.commit(
+      [{ kind: 'vmCreated', vm: { config, hostId: host?.id ?? null, powerState: 'poweredOff', createdAt: Date.now(), vmxPath } }],
+      [{ type: 'VmRegistered', message: `VM ${config.name} registered from ${vmxPath}`, vm: config.name, host: host?.name ?? null }],
+    );
+    return this.view.vm(config.id);
+  }
+
+  /** Remove a powered-off VM, and its files first (a failure there changes nothing). */
+  async delete(nameOrId: string): Promise<void> {
     const vm = this.view.vmRecord(nameOrId);
     const name = vm.config.name;
     if (vm.powerState !== 'poweredOff') throw new EsxError('INVALID_STATE', `VM ${name} is ${vm.powerState}; power it off before deleting it`);
     if (this.tasks.hasActiveTask('vm', vm.config.id)) throw new EsxError('INVALID_STATE', `a task is in progress on VM ${name}; wait for it to finish`);
-    this.registry.commit([{ kind: 'vmDeleted', vmId: vm.config.id }], [{ type: 'VmDeleted', message: `VM ${name} deleted`, vm: name }]);
+    if (vm.vmxPath) {
+      const dsHost = this.datastoreHost(vm.hostId ? (this.registry.store.host(vm.hostId)) : null);
+      if (!dsHost) throw new EsxError('INVALID_STATE', `VM ${name}'s files are in ${vm.vmxPath} and no connected host has the datastore mounted to remove them`);
+      await this.hosts.request(dsHost.id, 'vm.deleteFiles', { name });
+    }
+    this.registry.commit([{ kind: 'vmDeleted', vmId: vm.config.id }], [{ type: 'VmDeleted', message: `VM ${name} deleted${vm.vmxPath ? ' with its files' : ''}`, vm: name }]);
   }
 }

@@ -1,7 +1,7 @@
 /** Client commands over vcenter's public API: hosts, VMs, tasks, events. */
 import { Command, Option } from 'commander';
 import { DISKIO_PATTERNS, type DiskioPattern } from '@esxemu/guest';
-import { EsxError, WORKLOAD_KINDS, type CreateVmRequest, type EventInfo, type VmInfo, type WorkloadSpec } from '@esxemu/shared';
+import { EsxError, WORKLOAD_KINDS, type CreateVmRequest, type DatastoreStatus, type EventInfo, type VmInfo, type WorkloadSpec } from '@esxemu/shared';
 import { clientFor, globals } from '../context.js';
 import { intArg, portArg, sizeMiBArg } from '../options.js';
 import { ago, fixed, printJson, printKeyValues, printTable, time } from '../output.js';
@@ -9,6 +9,13 @@ import { assertTaskSucceeded, followTask } from '../task-progress.js';
 
 export function group(program: Command, name: string, description: string): Command {
   return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
+}
+
+function datastoreText(d: DatastoreStatus | null | undefined): string {
+  if (!d) return '-';
+  if (d.state !== 'mounted') return `${d.state}${d.error ? ` (${d.error.slice(0, 60)})` : ''}`;
+  const free = d.freeBytes === null ? '?' : (d.freeBytes / 2 ** 30).toFixed(2);
+  return `${d.name} ${free} GiB free`;
 }
 
 function workloadText(w: WorkloadSpec): string {
@@ -37,13 +44,14 @@ export function registerInventoryCommands(program: Command): void {
       const hosts = await clientFor(cmd).hosts();
       if (globals(cmd).json) return printJson(hosts);
       printTable(
-        ['NAME', 'STATE', 'CPU MHz used/cap', 'MEM MiB used/cap', 'VMS', 'MIGRATION', 'LAST SEEN'],
+        ['NAME', 'STATE', 'CPU MHz used/cap', 'MEM MiB used/cap', 'VMS', 'DATASTORE', 'MIGRATION', 'LAST SEEN'],
         hosts.map((h) => [
           h.name,
           h.connectionState,
           h.stats ? `${fixed(h.stats.cpuUsageMhz)}/${h.stats.cpuCapacityMhz}` : `-/${h.cpuCores * h.cpuMhz}`,
           h.stats ? `${fixed(h.stats.memConsumedMiB)}/${h.memoryMiB}` : `-/${h.memoryMiB}`,
           h.vmCount,
+          datastoreText(h.stats?.datastore),
           h.migrationAddress,
           ago(h.lastSeenAt),
         ]),
@@ -120,6 +128,7 @@ export function registerInventoryCommands(program: Command): void {
         ['vcpus', v.vcpus],
         ['workload', workloadText(v.workload)],
         ['disk', v.diskMiB ? `${v.diskMiB} MiB` : '-'],
+        ['files', v.vmxPath ?? '-'],
         ['seed', v.seed],
         ['created', time(v.createdAt)],
         ['cpu demand/usage', v.stats ? `${fixed(v.stats.cpuDemandMhz)}/${fixed(v.stats.cpuUsageMhz)} MHz` : '-'],
@@ -128,8 +137,17 @@ export function registerInventoryCommands(program: Command): void {
       ]);
     });
 
+  vm.command('register <vmx>')
+    .description('add a VM to the inventory from its .vmx on the datastore, e.g. "[datastore1] vm1/vm1.vmx"')
+    .option('--host <host>', 'register on this host (it reads the file)')
+    .action(async (path: string, o: { host?: string }, cmd: Command) => {
+      const v = await clientFor(cmd).registerVm({ path, ...(o.host ? { host: o.host } : {}) });
+      if (globals(cmd).json) return printJson(v);
+      process.stdout.write(`registered ${v.name} (${workloadText(v.workload)}, ${v.memoryMiB} MiB) from ${v.vmxPath ?? path}\n`);
+    });
+
   vm.command('rm <vm>')
-    .description('delete a powered-off VM from the inventory')
+    .description('delete a powered-off VM from the inventory, and its files from the datastore')
     .action(async (name: string, _o, cmd: Command) => {
       const r = await clientFor(cmd).deleteVm(name);
       if (globals(cmd).json) return printJson(r);

@@ -118,8 +118,10 @@ export function registerServeCommands(program: Command): void {
       .option('--migration-listen <addr>', 'address the vMotion listener binds', '127.0.0.1')
       .option('--migration-port <port>', 'vMotion port, 0 for any free one', portArg('migration port'), MIGRATION_DEFAULT_PORT)
       .option('--advertise <addr>', 'address other hosts use to reach this one (default: --migration-listen)')
-      .option('--data-dir <dir>', 'vmkernel.log lives here'),
-  ).action(async (o: CommonServeOpts & { name: string; secretFile?: string; cpuCores: number; cpuMhz: number; memory: number; migrationListen: string; migrationPort: number; advertise?: string; dataDir?: string }, cmd: Command) => {
+      .option('--data-dir <dir>', 'vmkernel.log lives here')
+      .option('--datastore <iscsi-url>', 'mount the shared VMFS datastore on this LUN, e.g. iscsi://127.0.0.1:3260/iqn.2026-11.io.esxemu:datastore1/0')
+      .option('--no-ats', 'VMFS locks with SCSI RESERVE/RELEASE instead of COMPARE AND WRITE'),
+  ).action(async (o: CommonServeOpts & { name: string; secretFile?: string; cpuCores: number; cpuMhz: number; memory: number; migrationListen: string; migrationPort: number; advertise?: string; dataDir?: string; datastore?: string; ats: boolean }, cmd: Command) => {
     const vcenterUrl = (cmd.optsWithGlobals() as { vcenter?: string }).vcenter ?? process.env['ESXEMU_VCENTER'];
     if (!vcenterUrl) throw new EsxError('INVALID_ARGUMENT', 'host run needs --vcenter <url> (or ESXEMU_VCENTER), e.g. --vcenter http://127.0.0.1:7080');
     const log = createLogger({ name: `host ${o.name}`, level: o.logLevel, file: o.logFile, stdout: o.logStdout });
@@ -137,6 +139,7 @@ export function registerServeCommands(program: Command): void {
         migrationPort: o.migrationPort,
         ...(o.advertise ? { advertiseHost: o.advertise } : {}),
         dataDir: o.dataDir ?? join(defaultHome(), 'hosts', o.name),
+        ...(o.datastore ? { datastoreUrl: o.datastore, datastoreAts: o.ats } : {}),
         logger: log,
       });
       if (o.readyFile) writeReadyFile(o.readyFile, { pid: process.pid, role: 'host', name: o.name, urls: { migration: h.migrationAddress } });
@@ -158,10 +161,11 @@ export function registerServeCommands(program: Command): void {
       .option('--lun-size <size>', `size of LUN 0, e.g. 1024 or 1GiB (default ${DEFAULT_LUN_SIZE_MIB} MiB)`)
       .addOption(new Option('--lun-io <mode>', 'how LUN 0\'s file is read and written: sync on the event loop while it answers from the page cache, else the thread pool (auto), always sync, or always the thread pool').choices(FILE_IO_MODES).default('auto'))
       .option('--memory-lun', 'keep LUN 0 in memory even with --data-dir')
+      .option('--no-ats', 'LUN 0 does not offer COMPARE AND WRITE: hosts lock the datastore with SCSI reservations')
       .option('--acl <initiators...>', 'initiator names allowed to log in (default: all)')
       .option('--chap-user <name>', 'require CHAP with this user name (secret in env ESXEMU_ISCSI_CHAP_SECRET)')
       .option('--mutual-user <name>', 'mutual CHAP: the target answers as this user (secret in env ESXEMU_ISCSI_MUTUAL_SECRET)'),
-  ).action(async (o: CommonServeOpts & { listen: string; advertise?: string; port: number; dataDir?: string; config?: string; targetName?: string; lunSize?: string; lunIo?: string; memoryLun?: boolean; acl?: string[]; chapUser?: string; mutualUser?: string }) => {
+  ).action(async (o: CommonServeOpts & { listen: string; advertise?: string; port: number; dataDir?: string; config?: string; targetName?: string; lunSize?: string; lunIo?: string; ats: boolean; memoryLun?: boolean; acl?: string[]; chapUser?: string; mutualUser?: string }) => {
     const log = createLogger({ name: 'iscsi', level: o.logLevel, file: o.logFile, stdout: o.logStdout });
     log.debug({ config: o }, 'effective configuration');
     await runServer(log, 'iscsi target', async () => {
@@ -172,6 +176,7 @@ export function registerServeCommands(program: Command): void {
             ...(o.targetName ? { targetName: o.targetName } : {}),
             ...(o.lunSize ? { lunSize: o.lunSize } : {}),
             ...(o.lunIo ? { lunIo: o.lunIo } : {}),
+            ...(o.ats === false ? { ats: false } : {}),
             ...(o.memoryLun ? { memory: true } : {}),
             ...(o.acl ? { acl: o.acl } : {}),
             ...(o.chapUser ? { chapUser: o.chapUser, chapSecret: requiredEnv('ESXEMU_ISCSI_CHAP_SECRET', '--chap-user') } : {}),
