@@ -7,6 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { ESXEMU_VERSION, EsxError, toEsxError } from '@esxemu/shared';
 import { registerClusterCommands } from './commands/cluster.js';
+import { registerDatastoreCommands } from './commands/datastore.js';
 import { registerInventoryCommands } from './commands/inventory.js';
 import { registerServeCommands } from './commands/serve.js';
 
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerClusterCommands(program);
   registerServeCommands(program);
   registerInventoryCommands(program);
+  registerDatastoreCommands(program);
   return program;
 }
 
