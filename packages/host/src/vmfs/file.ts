@@ -121,18 +121,24 @@ export class VmfsFile {
     this.checkRange(offset, length);
     const end = Math.min(offset + length, this.size);
     if (end <= offset) return Buffer.alloc(0);
-    const out = Buffer.alloc(end - offset);
     const S = this.fs.geo.S;
-    for (const run of this.runs(await this.segments(offset, end - offset))) {
-      if (run[0]!.block === null) continue; // a hole reads as zeros
-      const from = this.byteAddr(run[0]!, run[0]!.offset);
-      const last = run[run.length - 1]!;
-      const to = this.byteAddr(last, last.offset + last.length);
-      const lba = Math.floor(from / S);
-      const buf = await this.fs.dev.read(lba, Math.ceil(to / S) - lba);
-      buf.copy(out, run[0]!.offset - offset, from - lba * S, to - lba * S);
-    }
+    const runs = this.runs(await this.segments(offset, end - offset)).filter((run) => run[0]!.block !== null); // holes read as zeros
+    // Every run is read at once (they are independent commands); a request that is one
+    // contiguous run on the LUN is returned as the device's buffer, without a copy.
+    const pieces = await Promise.all(
+      runs.map(async (run) => {
+        const from = this.byteAddr(run[0]!, run[0]!.offset);
+        const last = run[run.length - 1]!;
+        const to = this.byteAddr(last, last.offset + last.length);
+        const lba = Math.floor(from / S);
+        const buf = await this.fs.dev.read(lba, Math.ceil(to / S) - lba);
+        return { at: run[0]!.offset - offset, bytes: buf.subarray(from - lba * S, to - lba * S) };
+      }),
+    );
     this.check();
+    if (pieces.length === 1 && pieces[0]!.at === 0 && pieces[0]!.bytes.length === end - offset) return pieces[0]!.bytes;
+    const out = Buffer.alloc(end - offset);
+    for (const p of pieces) p.bytes.copy(out, p.at);
     return out;
   }
 
