@@ -6,7 +6,10 @@
  *      | -- DiskCall {tag, op, offset, length, data?} --> |  check, then backend read/write/flush
  *      | <-- DiskReply {tag, ok, data?, error?} --------- |  once the backend acknowledged
  *
- * Each call is answered exactly once. Write data and read data travel as transferred buffers.
+ * Each call is answered exactly once. Write data and read data travel as transferred buffers;
+ * a write's buffer comes back with its successful reply (`returned`) so the VMM reuses it: in
+ * steady state no buffer is allocated per request on either thread (a 64 KiB write each time
+ * would keep the VMkernel's garbage collector busy).
  * Both sides check what they receive (a worker is code we wrote, but a bug there must not reach
  * the datastore as a wild write).
  */
@@ -24,6 +27,8 @@ export interface DiskReply {
   tag: number;
   ok: boolean;
   data?: Uint8Array;
+  /** A successful write's data buffer, given back for reuse. */
+  returned?: Uint8Array;
   error?: { code: string; message: string };
 }
 
@@ -45,5 +50,5 @@ export function isDiskCall(m: unknown): m is DiskCall {
 export function isDiskReply(m: unknown): m is DiskReply {
   if (!m || typeof m !== 'object') return false;
   const r = m as Record<string, unknown>;
-  return Number.isInteger(r['tag']) && typeof r['ok'] === 'boolean' && (r['data'] === undefined || r['data'] instanceof Uint8Array);
+  return Number.isInteger(r['tag']) && typeof r['ok'] === 'boolean' && (r['data'] === undefined || r['data'] instanceof Uint8Array) && (r['returned'] === undefined || r['returned'] instanceof Uint8Array);
 }

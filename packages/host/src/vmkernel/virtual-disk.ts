@@ -133,7 +133,9 @@ export class VirtualDiskService {
           await this.backend.write(c.offset, c.data!);
           this.stats.writes++;
           this.stats.bytesWritten += c.length;
-          reply = { tag: c.tag, ok: true };
+          // The backend is done with the bytes (the target has them): the buffer goes back.
+          // Not after a failure: a command being retried by the initiator may still need it.
+          reply = { tag: c.tag, ok: true, returned: c.data! };
           break;
         case 'flush':
           await this.backend.flush();
@@ -158,10 +160,13 @@ export class VirtualDiskService {
   private reply(r: DiskReply): void {
     if (this.closed) return;
     if (r.data) {
-      const copy = r.data.byteOffset === 0 && r.data.byteLength === r.data.buffer.byteLength && r.data.buffer instanceof ArrayBuffer ? r.data : new Uint8Array(r.data);
+      const copy = whole(r.data) ? r.data : new Uint8Array(r.data);
       this.port.postMessage({ ...r, data: copy }, [copy.buffer as ArrayBuffer]);
+    } else if (r.returned && whole(r.returned)) {
+      this.port.postMessage(r, [r.returned.buffer as ArrayBuffer]);
     } else {
-      this.port.postMessage(r);
+      const { returned: _dropped, ...rest } = r;
+      this.port.postMessage(rest);
     }
   }
 
@@ -185,6 +190,11 @@ export class VirtualDiskService {
     this.port.close();
     await this.backend.close();
   }
+}
+
+/** A view that is its whole ArrayBuffer (so transferring that buffer moves exactly these bytes). */
+function whole(v: Uint8Array): boolean {
+  return v.byteOffset === 0 && v.byteLength === v.buffer.byteLength && v.buffer instanceof ArrayBuffer;
 }
 
 /**

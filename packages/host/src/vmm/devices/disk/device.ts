@@ -17,6 +17,9 @@ import { MAX_DISK_REQUEST_BYTES, SECTOR_BYTES, type DiskCompletion, type DiskReq
 import { EsxError } from '@esxemu/shared/core';
 import { isDiskReply, type DiskCall } from '../../../vmkernel/disk-protocol.js';
 
+/** Write buffers kept for reuse, bytes at most. */
+const MAX_SPARE_BYTES = 16 * 1024 * 1024;
+
 export interface DiskDeviceOptions {
   port: MessagePort;
   sizeBytes: number;
@@ -37,6 +40,9 @@ export class DiskDevice implements VirtualDisk {
   private closed = false;
   private drained: (() => void) | null = null;
   private readonly onComplete: (() => void) | null;
+  /** Write buffers the VMkernel gave back, by size, for the next writes (bounded). */
+  private readonly spare = new Map<number, Uint8Array[]>();
+  private spareBytes = 0;
 
   constructor(o: DiskDeviceOptions) {
     this.port = o.port;
@@ -65,9 +71,12 @@ export class DiskDevice implements VirtualDisk {
     this.inflight.set(tag, req.id);
     const call: DiskCall = { tag, op: req.op, offset: req.offset, length: req.length };
     if (req.op === 'write') {
-      const copy = new Uint8Array(req.data!); // the guest may reuse its buffer at once
+      // A copy (the guest may reuse its buffer at once), into a buffer that came back from an
+      // earlier write when there is one.
+      const copy = this.takeSpare(req.length);
+      copy.set(req.data!);
       call.data = copy;
-      this.port.postMessage(call, [copy.buffer]);
+      this.port.postMessage(call, [copy.buffer as ArrayBuffer]);
     } else {
       this.port.postMessage(call);
     }
@@ -105,6 +114,21 @@ export class DiskDevice implements VirtualDisk {
     this.port.close();
   }
 
+  private takeSpare(length: number): Uint8Array {
+    const b = this.spare.get(length)?.pop();
+    if (!b) return new Uint8Array(length);
+    this.spareBytes -= length;
+    return b;
+  }
+
+  private keepSpare(b: Uint8Array): void {
+    if (b.byteOffset !== 0 || b.byteLength !== b.buffer.byteLength || !(b.buffer instanceof ArrayBuffer) || this.spareBytes + b.length > MAX_SPARE_BYTES) return;
+    let list = this.spare.get(b.length);
+    if (!list) this.spare.set(b.length, (list = []));
+    list.push(b);
+    this.spareBytes += b.length;
+  }
+
   private check(req: DiskRequest): string | null {
     const { op, offset, length } = req;
     if (op !== 'read' && op !== 'write' && op !== 'flush') return `unknown disk operation '${String(op)}'`;
@@ -122,6 +146,7 @@ export class DiskDevice implements VirtualDisk {
     const id = this.inflight.get(m.tag);
     if (id === undefined) return; // forgotten by a reset
     this.inflight.delete(m.tag);
+    if (m.returned) this.keepSpare(m.returned);
     const c: DiskCompletion = { id, ok: m.ok };
     if (m.data) c.data = m.data;
     if (m.error) c.error = m.error;
