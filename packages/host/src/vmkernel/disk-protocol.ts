@@ -6,7 +6,10 @@
  *      | -- DiskCall {tag, op, offset, length, data?} --> |  check, then backend read/write/flush
  *      | <-- DiskReply {tag, ok, data?, error?} --------- |  once the backend acknowledged
  *
- * Each call is answered exactly once. Write data and read data travel as transferred buffers;
+ * Each call is answered exactly once. A message holds one call or reply, or a batch (an array)
+ * of them: the VMM posts the calls a guest step submitted in one message, the VMkernel the
+ * replies of one turn of its event loop in one, so the two threads wake once per batch, not
+ * once per request (batches are at most the device's queue depth). Write data and read data travel as transferred buffers;
  * a write's buffer comes back with its successful reply (`returned`) so the VMM reuses it: in
  * steady state no buffer is allocated per request on either thread (a 64 KiB write each time
  * would keep the VMkernel's garbage collector busy).

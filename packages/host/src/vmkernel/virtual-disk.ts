@@ -68,6 +68,10 @@ export class VirtualDiskService {
   private readonly queue: DiskCall[] = [];
   private idle: (() => void) | null = null;
   private closed = false;
+  /** Replies of this turn of the event loop, posted together. */
+  private outbox: DiskReply[] = [];
+  private outboxTransfer: ArrayBuffer[] = [];
+  private outboxScheduled = false;
   private readonly onError: ((op: DiskCall['op'], err: EsxError) => void) | null;
   readonly stats: VirtualDiskStats = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, refused: 0 };
 
@@ -78,7 +82,16 @@ export class VirtualDiskService {
     this.log = o.log;
     this.maxInflight = o.maxInflight ?? 32;
     this.maxQueued = o.maxQueued ?? 256;
-    port.on('message', (m: unknown) => this.onCall(m));
+    port.on('message', (m: unknown) => {
+      if (!Array.isArray(m)) return this.onCall(m);
+      // A batch is at most a queue depth of calls; a larger one is not from our VMM.
+      if (m.length > this.maxQueued) {
+        this.stats.refused += m.length;
+        this.log.warn({ calls: m.length }, 'oversized batch of disk calls from the VMM dropped');
+        return;
+      }
+      for (const c of m) this.onCall(c);
+    });
   }
 
   get sizeBytes(): number {
@@ -161,13 +174,30 @@ export class VirtualDiskService {
     if (this.closed) return;
     if (r.data) {
       const copy = whole(r.data) ? r.data : new Uint8Array(r.data);
-      this.port.postMessage({ ...r, data: copy }, [copy.buffer as ArrayBuffer]);
+      this.outbox.push({ ...r, data: copy });
+      this.outboxTransfer.push(copy.buffer as ArrayBuffer);
     } else if (r.returned && whole(r.returned)) {
-      this.port.postMessage(r, [r.returned.buffer as ArrayBuffer]);
+      this.outbox.push(r);
+      this.outboxTransfer.push(r.returned.buffer as ArrayBuffer);
     } else {
       const { returned: _dropped, ...rest } = r;
-      this.port.postMessage(rest);
+      this.outbox.push(rest);
     }
+    if (!this.outboxScheduled) {
+      this.outboxScheduled = true;
+      // Completions that arrive in the same poll phase (one socket read) leave together.
+      setImmediate(() => this.flushReplies());
+    }
+  }
+
+  private flushReplies(): void {
+    this.outboxScheduled = false;
+    const replies = this.outbox;
+    const transfer = this.outboxTransfer;
+    this.outbox = [];
+    this.outboxTransfer = [];
+    if (this.closed || replies.length === 0) return;
+    this.port.postMessage(replies.length === 1 ? replies[0] : replies, transfer);
   }
 
   /**

@@ -43,13 +43,20 @@ export class DiskDevice implements VirtualDisk {
   /** Write buffers the VMkernel gave back, by size, for the next writes (bounded). */
   private readonly spare = new Map<number, Uint8Array[]>();
   private spareBytes = 0;
+  /** Calls of this turn, posted together (one message per guest step, not one per request). */
+  private outbox: DiskCall[] = [];
+  private outboxTransfer: ArrayBuffer[] = [];
+  private outboxScheduled = false;
 
   constructor(o: DiskDeviceOptions) {
     this.port = o.port;
     this.sizeBytes = o.sizeBytes;
     this.queueDepth = o.queueDepth ?? 32;
     this.onComplete = o.onComplete ?? null;
-    this.port.on('message', (m: unknown) => this.onReply(m));
+    this.port.on('message', (m: unknown) => {
+      if (Array.isArray(m)) for (const r of m.slice(0, 4 * this.queueDepth)) this.onReply(r);
+      else this.onReply(m);
+    });
   }
 
   get inFlight(): number {
@@ -76,11 +83,24 @@ export class DiskDevice implements VirtualDisk {
       const copy = this.takeSpare(req.length);
       copy.set(req.data!);
       call.data = copy;
-      this.port.postMessage(call, [copy.buffer as ArrayBuffer]);
-    } else {
-      this.port.postMessage(call);
+      this.outboxTransfer.push(copy.buffer as ArrayBuffer);
+    }
+    this.outbox.push(call);
+    if (!this.outboxScheduled) {
+      this.outboxScheduled = true;
+      queueMicrotask(() => this.flushOutbox());
     }
     return true;
+  }
+
+  private flushOutbox(): void {
+    this.outboxScheduled = false;
+    const calls = this.outbox;
+    const transfer = this.outboxTransfer;
+    this.outbox = [];
+    this.outboxTransfer = [];
+    if (this.closed || calls.length === 0) return;
+    this.port.postMessage(calls.length === 1 ? calls[0] : calls, transfer);
   }
 
   complete(): DiskCompletion | null {
