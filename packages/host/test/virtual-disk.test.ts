@@ -116,6 +116,7 @@ t.test('device and service: bad requests complete with INVALID_ARGUMENT, good on
     ['zero length', { id: 3, op: 'write', offset: 0, length: 0, data: new Uint8Array(0) }],
     ['data shorter than the length', { id: 4, op: 'write', offset: 0, length: 1024, data: new Uint8Array(512) }],
     ['unknown op', { id: 5, op: 'trim' as never, offset: 0, length: SECTOR_BYTES }],
+    ['a fill value that is not a byte', { id: 6, op: 'write', offset: 0, length: SECTOR_BYTES, fill: 300 }],
   ];
   for (const [what, req] of cases) {
     t.equal(dev.submit(req), true, `${what}: taken`);

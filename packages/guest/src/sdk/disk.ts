@@ -24,6 +24,11 @@ export interface DiskRequest {
   length: number;
   /** write: exactly `length` bytes. */
   data?: Uint8Array;
+  /**
+   * write, instead of data: `length` bytes of this value (a guest zeroing or patterning a
+   * region, like SCSI WRITE SAME): no buffer to build in the guest.
+   */
+  fill?: number;
 }
 
 export interface DiskCompletion {

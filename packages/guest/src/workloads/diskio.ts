@@ -94,7 +94,7 @@ export const diskio: Workload<DiskioSpec> = {
       const id = (r.get(R_DIO_NEXT_ID) + 1) >>> 0 || 1;
       const write = pattern.endsWith('write');
       const req = write
-        ? { id, op: 'write' as const, offset: n * block, length: block, data: new Uint8Array(block).fill(n & 0xff) }
+        ? { id, op: 'write' as const, offset: n * block, length: block, fill: n & 0xff }
         : { id, op: 'read' as const, offset: n * block, length: block };
       if (!d.submit(req)) break;
       r.set(R_DIO_NEXT_ID, id);

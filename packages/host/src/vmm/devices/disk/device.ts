@@ -81,7 +81,8 @@ export class DiskDevice implements VirtualDisk {
       // A copy (the guest may reuse its buffer at once), into a buffer that came back from an
       // earlier write when there is one.
       const copy = this.takeSpare(req.length);
-      copy.set(req.data!);
+      if (req.data) copy.set(req.data);
+      else copy.fill(req.fill!);
       call.data = copy;
       this.outboxTransfer.push(copy.buffer as ArrayBuffer);
     }
@@ -157,6 +158,7 @@ export class DiskDevice implements VirtualDisk {
     if (offset % SECTOR_BYTES !== 0 || length % SECTOR_BYTES !== 0) return `extent [${offset}, +${length}) is not ${SECTOR_BYTES}-byte aligned`;
     if (length > MAX_DISK_REQUEST_BYTES) return `${length} bytes in one request, more than ${MAX_DISK_REQUEST_BYTES}`;
     if (offset + length > this.sizeBytes) return `extent [${offset}, +${length}) beyond the end of the ${this.sizeBytes}-byte disk`;
+    if (op === 'write' && req.data === undefined && Number.isInteger(req.fill) && req.fill! >= 0 && req.fill! <= 255) return null;
     if (op === 'write' && !(req.data instanceof Uint8Array && req.data.length === length)) return `write of ${length} bytes with ${req.data?.length ?? 0} bytes of data`;
     return null;
   }
