@@ -5,7 +5,8 @@
  * SIGKILL and another mount of the datastore (this test process, as a fourth host) reads the
  * VM's disk once the dead host's lock is breakable: every record the guest reported flushed
  * before the kill is there. Registering from a .vmx path works and refuses corrupt files;
- * deleting a VM removes its files; fsck finds the datastore consistent.
+ * hosts create and delete VM folders at the same time; deleting a VM removes its files; fsck
+ * finds the datastore consistent, the dead host's journal included.
  */
 import t from 'tap';
 import { countRecords, diskRecordsKey } from '@esxemu/guest';
@@ -96,6 +97,14 @@ t.test('VMs on the shared VMFS datastore of a 3-host cluster', async (t) => {
   t.match(missing.stderr, /NOT_FOUND/, 'a missing one: NOT_FOUND');
   const dup = await sb.cli(['vm', 'register', dr.vmxPath!]);
   t.match(dup.stderr, /NAME_IN_USE/, 'one already in the inventory: NAME_IN_USE');
+
+  // Concurrent metadata changes from all three hosts: each writes VM folders at the same time.
+  const names = Array.from({ length: 6 }, (_, i) => `c${i}`);
+  const created = await Promise.all(names.map((n, i) => sb.json<VmInfo>(['vm', 'create', n, '--memory', '8', '--disk', '8', '--host', `esx0${(i % 2) + 2}`])));
+  t.same(created.map((v) => v.vmxPath), names.map((n) => `[datastore1] ${n}/${n}.vmx`), 'six VMs created at once by two hosts, each with its files');
+  const removed = await Promise.all(names.slice(0, 3).map((n) => sb.cli(['vm', 'rm', n])));
+  t.same(removed.map((r) => r.exitCode), [0, 0, 0], 'three deleted at once');
+  t.same((await Promise.all(names.map((n) => checker.fs.exists(n)))), [false, false, false, true, true, true], 'their folders are gone, the others are there');
 
   const rm = await sb.cli(['vm', 'rm', 'plain1']);
   t.equal(rm.exitCode, 0, rm.stderr);

@@ -141,7 +141,7 @@ export class VcpuLoop {
   kick(): void {
     if (this.st !== 'running' || this.kicked) return;
     this.kicked = true;
-    setImmediate(() => {
+    queueMicrotask(() => {
       this.kicked = false;
       this.tick();
     });

@@ -30,6 +30,32 @@ export class VmService {
     private readonly stats: LiveStats,
   ) {}
 
+  /**
+   * Names and IPs of VMs being created or registered: held while a host writes or reads their
+   * files, so two concurrent requests cannot both take the same name or address.
+   */
+  private readonly pendingNames = new Set<string>();
+  private readonly pendingIps = new Set<string>();
+
+  private ipOwner(addr: string): string | null {
+    if (this.pendingIps.has(addr)) return 'a VM being created';
+    return this.registry.store.vms().find((v) => v.config.ip === addr)?.config.name ?? null;
+  }
+
+  /** Run `fn` with the name and IP held; NAME_IN_USE when another request holds them. */
+  private async holding<T>(name: string, ip: string, fn: () => Promise<T>): Promise<T> {
+    if (this.pendingNames.has(name)) throw new EsxError('NAME_IN_USE', `a VM named ${name} is being created`);
+    if (this.pendingIps.has(ip)) throw new EsxError('NAME_IN_USE', `IP ${ip} is being given to another VM`);
+    this.pendingNames.add(name);
+    this.pendingIps.add(ip);
+    try {
+      return await fn();
+    } finally {
+      this.pendingNames.delete(name);
+      this.pendingIps.delete(ip);
+    }
+  }
+
   /** A connected host with the datastore mounted: `preferred` if it has it, else the first. */
   private datastoreHost(preferred: HostRecord | null): HostRecord | null {
     const mounted = (h: HostRecord): boolean => h.connectionState === 'connected' && this.stats.host(h.id)?.datastore?.state === 'mounted';
@@ -45,14 +71,14 @@ export class VmService {
       throw new EsxError('INVALID_ARGUMENT', `invalid VM: the memstress working set (${req.workload.workingSetMiB} MiB) exceeds the VM memory (${req.memoryMiB} MiB)`);
     }
     const store = this.registry.store;
-    if (store.vmByName(req.name)) throw new EsxError('NAME_IN_USE', `a VM named ${req.name} already exists`);
+    if (store.vmByName(req.name) || this.pendingNames.has(req.name)) throw new EsxError('NAME_IN_USE', `a VM named ${req.name} already exists`);
     const host = req.host === undefined ? null : this.view.hostRecord(req.host);
     let ip: string;
     if (req.ip !== undefined) {
-      this.pool.checkExplicit(req.ip, (addr) => store.vms().find((v) => v.config.ip === addr)?.config.name ?? null);
+      this.pool.checkExplicit(req.ip, (addr) => this.ipOwner(addr));
       ip = req.ip;
     } else {
-      ip = this.pool.allocate(store.vmIps());
+      ip = this.pool.allocate(new Set([...store.vmIps(), ...this.pendingIps]));
     }
     const config: VmConfig = {
       id: randomUUID(),
@@ -66,13 +92,20 @@ export class VmService {
     };
     const dsHost = this.datastoreHost(host);
     if (!dsHost && config.diskMiB !== undefined) throw new EsxError('INVALID_STATE', `VM ${config.name} has a disk and no connected host has the datastore mounted to keep it`);
-    const vmxPath = dsHost ? (await this.hosts.request(dsHost.id, 'vm.createFiles', { config })).vmxPath : null;
-    if (store.vmByName(config.name)) throw new EsxError('NAME_IN_USE', `a VM named ${config.name} already exists`);
-    this.registry.commit(
-      [{ kind: 'vmCreated', vm: { config, hostId: host?.id ?? null, powerState: 'poweredOff', createdAt: Date.now(), vmxPath } }],
-      [{ type: 'VmCreated', message: `VM ${config.name} created (${config.memoryMiB} MiB, ${config.vcpus} vCPU, ${config.workload.kind}, IP ${ip}${vmxPath ? `, files in ${vmxPath}` : ', no datastore: no files'})`, vm: config.name, host: host?.name ?? null }],
-    );
-    return this.view.vm(config.id);
+    return this.holding(config.name, ip, async () => {
+      const vmxPath = dsHost ? (await this.hosts.request(dsHost.id, 'vm.createFiles', { config })).vmxPath : null;
+      try {
+        this.registry.commit(
+          [{ kind: 'vmCreated', vm: { config, hostId: host?.id ?? null, powerState: 'poweredOff', createdAt: Date.now(), vmxPath } }],
+          [{ type: 'VmCreated', message: `VM ${config.name} created (${config.memoryMiB} MiB, ${config.vcpus} vCPU, ${config.workload.kind}, IP ${ip}${vmxPath ? `, files in ${vmxPath}` : ', no datastore: no files'})`, vm: config.name, host: host?.name ?? null }],
+        );
+      } catch (err) {
+        // Nothing in the inventory: the files written for it go too (best effort).
+        if (dsHost && vmxPath) await this.hosts.request(dsHost.id, 'vm.deleteFiles', { name: config.name }).catch(() => undefined);
+        throw err;
+      }
+      return this.view.vm(config.id);
+    });
   }
 
   /** Add a VM to the inventory from its .vmx on the datastore, read by a host that has it. */
@@ -84,9 +117,9 @@ export class VmService {
     if (!dsHost) throw new EsxError('INVALID_STATE', 'no connected host has the datastore mounted to read the .vmx');
     const { config } = await this.hosts.request(dsHost.id, 'vm.readVmx', { path: parsed.data.path });
     const store = this.registry.store;
-    if (store.vmByName(config.name)) throw new EsxError('NAME_IN_USE', `a VM named ${config.name} is already in the inventory`);
+    if (store.vmByName(config.name) || this.pendingNames.has(config.name)) throw new EsxError('NAME_IN_USE', `a VM named ${config.name} is already in the inventory`);
     if (store.vms().some((v) => v.config.id === config.id)) throw new EsxError('NAME_IN_USE', `a VM with id ${config.id} is already in the inventory`);
-    this.pool.checkExplicit(config.ip, (addr) => store.vms().find((v) => v.config.ip === addr)?.config.name ?? null);
+    this.pool.checkExplicit(config.ip, (addr) => this.ipOwner(addr));
     const vmxPath = parsed.data.path.startsWith('[') ? parsed.data.path : `[${this.stats.host(dsHost.id)?.datastore?.name ?? 'datastore1'}] ${parsed.data.path}`;
     this.registry.commit(
       [{ kind: 'vmCreated', vm: { config, hostId: host?.id ?? null, powerState: 'poweredOff', createdAt: Date.now(), vmxPath } }],
