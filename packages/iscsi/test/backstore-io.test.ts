@@ -16,22 +16,11 @@ import { FileBackstore } from '../src/backstore/file.js';
 import { IscsiInitiator } from '../src/initiator/index.js';
 import { configFromFlags, DEFAULT_TARGET_NAME, startIscsiTarget } from '../src/index.js';
 import { FILE_IO_MODES } from '../src/index.js';
+import { pattern } from './pattern.js';
 
 t.setTimeout(120_000);
 const dir = mkdtempSync(join(tmpdir(), 'esxemu-bsio-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-function pattern(bytes: number, seed: number): Buffer {
-  const b = Buffer.alloc(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeUInt32LE(x >>> 0, i);
-  }
-  return b;
-}
 
 t.test('FileIo: every mode writes and reads the same bytes, and counts where they went', async (t) => {
   for (const mode of FILE_IO_MODES) {

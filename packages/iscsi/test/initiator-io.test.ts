@@ -10,23 +10,12 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { IscsiInitiator, SENSE_KEY } from '../src/initiator/index.js';
 import { Tgtd, tgtAvailable } from '../src/peers/tgtd.js';
+import { pattern } from './pattern.js';
 
 const INITIATOR = 'iqn.2024-01.org.esxemu:test-io';
 const A = 'iqn.2024-01.org.esxemu:io-a';
 const B = 'iqn.2024-01.org.esxemu:io-b';
 const BS = 512;
-
-function pattern(bytes: number, seed: number): Buffer {
-  const b = Buffer.alloc(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeUInt32LE(x >>> 0, i);
-  }
-  return b;
-}
 
 if (!tgtAvailable()) {
   t.test('I/O against Linux tgt', { skip: 'Linux tgt (/usr/sbin/tgtd, tgtadm) is not installed or we are not root' }, () => undefined);

@@ -11,15 +11,10 @@ import t from 'tap';
 import { waitFor, type EsxError } from '@esxemu/shared';
 import { IscsiInitiator } from '../src/initiator/index.js';
 import { Tgtd, tgtAvailable } from '../src/peers/tgtd.js';
+import { pattern } from './pattern.js';
 
 const TARGET = 'iqn.2024-01.org.esxemu:recovery';
 const BS = 512;
-
-function pattern(bytes: number, seed: number): Buffer {
-  const b = Buffer.alloc(bytes);
-  for (let i = 0; i < bytes; i += 4) b.writeUInt32LE((Math.imul(i + 1, 2654435761) ^ seed) >>> 0, i);
-  return b;
-}
 
 if (!tgtAvailable()) {
   t.test('recovery against Linux tgt', { skip: 'Linux tgt (/usr/sbin/tgtd, tgtadm) is not installed or we are not root' }, () => undefined);
