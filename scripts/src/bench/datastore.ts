@@ -2,7 +2,7 @@
  * Benchmark: what the VMFS datastore costs a guest's disk, and what its locks cost, in one run
  * against one esxemu iSCSI target process on loopback.
  *
- *   node scripts/dist/src/bench/datastore.js [--seconds 5] [--size 256] [--locks 200] [--out bench-results]
+ *   node scripts/dist/src/bench/datastore.js [--rounds 3] [--seconds 5] [--size 256] [--locks 200] [--out bench-results]
  *
  * 1. raw: the hosts' own initiator (esxemu-initiator-load.ts) straight on the LUN, before mkfs
  *    (raw writes would destroy a file system), over the first --size MiB (the guest disk's
@@ -57,6 +57,7 @@ const WORKLOADS: Workload[] = [
 ];
 
 interface Params {
+  rounds: number;
   seconds: number;
   size: number;
   locks: number;
@@ -185,44 +186,59 @@ async function lockPhase(fs: vmfs.Vmfs, path: LockLatency['path'], n: number): P
 async function main(): Promise<void> {
   const p = new Command('bench-datastore')
     .description('guest disk throughput on VMFS vs the raw LUN, and VMFS lock latency (ATS vs reservations)')
+    .option('--rounds <n>', 'rounds of raw / vmfs file / guest, one after the other; medians are reported', (v) => Number(v), 3)
     .option('--seconds <s>', 'seconds per measured run', (v) => Number(v), 5)
     .option('--size <MiB>', 'guest disk size (and the raw region)', (v) => Number(v), 256)
     .option('--locks <n>', 'lock acquire/release iterations per path', (v) => Number(v), 200)
     .option('--out <dir>', 'where the JSON goes', 'bench-results')
     .parse()
     .opts<Params>();
-  if (!(Number.isInteger(p.seconds) && p.seconds >= 1 && p.seconds <= 120 && Number.isInteger(p.size) && p.size >= 16 && p.size <= 4096 && Number.isInteger(p.locks) && p.locks >= 10 && p.locks <= 100_000)) {
-    process.stderr.write('bench-datastore: INVALID_ARGUMENT: seconds 1-120, size 16-4096, locks 10-100000 (integers)\n');
+  if (!(Number.isInteger(p.rounds) && p.rounds >= 1 && p.rounds <= 20 && Number.isInteger(p.seconds) && p.seconds >= 1 && p.seconds <= 120 && Number.isInteger(p.size) && p.size >= 16 && p.size <= 4096 && Number.isInteger(p.locks) && p.locks >= 10 && p.locks <= 100_000)) {
+    process.stderr.write('bench-datastore: INVALID_ARGUMENT: rounds 1-20, seconds 1-120, size 16-4096, locks 10-100000 (integers)\n');
     process.exit(2);
   }
   const dir = mkdtempSync(join(tmpdir(), 'esxemu-bench-ds-'));
   let target: EsxemuTarget | null = null;
   const closers: (() => Promise<void>)[] = [];
-  let raw: Record<string, IoResult>;
-  let onFile: Record<string, IoResult>;
-  let guest: Record<string, IoResult & { errors: number }>;
+  const rawRounds: Record<string, IoResult>[] = [];
+  const fileRounds: Record<string, IoResult>[] = [];
+  const guestRounds: Record<string, IoResult & { errors: number }>[] = [];
   const locks: LockLatency[] = [];
   try {
     target = await startEsxemuTarget({ dir, sizeMiB: p.size + METADATA_MIB });
-    raw = await rawPhase(target, p);
+    // Rounds of the three phases one after the other, so that a slow moment of the machine
+    // falls on one round of every phase rather than on one phase; medians are reported.
+    for (let round = 1; round <= p.rounds; round++) {
+      say(`round ${round}/${p.rounds}`);
+      rawRounds.push(await rawPhase(target, p));
+      say('guest: mkfs, mount, create and inflate the disk...');
+      const host = await connect(target, 'bench-host', true);
+      try {
+        await vmfs.mkfs(host.dev, { label: 'bench', force: true }); // the raw phase left data in sector 0
+        const fsRound = await vmfs.mount(host.dev, { hostId: 'auto', hostName: 'bench-host' });
+        try {
+          await fsRound.mkdir('bench');
+          const disk = await fsRound.open(EXTENT, 'exclusive', { create: true });
+          await disk.truncate(p.size * MiB);
+          await disk.inflate();
+          try {
+            fileRounds.push(await filePhase(disk, p));
+          } finally {
+            await disk.close();
+          }
+          guestRounds.push(await guestPhase(fsRound, p));
+        } finally {
+          await fsRound.unmount();
+        }
+      } finally {
+        await host.init.close();
+      }
+    }
 
-    say('guest: mkfs, mount, create and inflate the disk...');
     const host = await connect(target, 'bench-host', true);
     closers.push(() => host.init.close());
-    await vmfs.mkfs(host.dev, { label: 'bench', force: true }); // the raw phase left data in sector 0
     const fs = await vmfs.mount(host.dev, { hostId: 'auto', hostName: 'bench-host' });
     closers.unshift(() => fs.unmount());
-    await fs.mkdir('bench');
-    const disk = await fs.open(EXTENT, 'exclusive', { create: true });
-    await disk.truncate(p.size * MiB);
-    await disk.inflate();
-    try {
-      onFile = await filePhase(disk, p);
-    } finally {
-      await disk.close();
-    }
-    guest = await guestPhase(fs, p);
-
     say(`locks: ${p.locks} x open/close with COMPARE AND WRITE...`);
     locks.push(await lockPhase(fs, 'ATS', p.locks));
     await fs.unmount(); // each lock path alone on the LUN
@@ -244,9 +260,9 @@ async function main(): Promise<void> {
 
   const table = new Table({ head: ['workload', 'raw MB/s', 'raw IOPS', 'vmfs file MB/s', 'vmfs file IOPS', 'guest MB/s', 'guest IOPS', 'vmfs / raw', 'guest / raw'], style: { head: [], border: [] } });
   const summary = WORKLOADS.map((w) => {
-    const r = raw[w.name]!;
-    const v = onFile[w.name]!;
-    const g = guest[w.name]!;
+    const r = medianOf(rawRounds.map((x) => x[w.name]!));
+    const v = medianOf(fileRounds.map((x) => x[w.name]!));
+    const g = medianOf(guestRounds.map((x) => x[w.name]!));
     const ratio = g.iops / r.iops;
     table.push([w.name, r.mbPerS.toFixed(1), r.iops.toFixed(0), v.mbPerS.toFixed(1), v.iops.toFixed(0), g.mbPerS.toFixed(1), g.iops.toFixed(0), (v.iops / r.iops).toFixed(2), `${ratio.toFixed(2)}${g.errors ? ` (${g.errors} errors)` : ''}`]);
     return { workload: w.name, raw: r, vmfsFile: v, guest: g, vmfsRatio: v.iops / r.iops, ratio, goalMet: ratio >= 0.7 };
@@ -256,8 +272,13 @@ async function main(): Promise<void> {
   process.stdout.write(table.toString() + '\n' + lockTable.toString() + '\n');
   mkdirSync(p.out, { recursive: true });
   const file = join(p.out, 'datastore.json');
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), params: p, goal: 'guest / raw >= 0.70', summary, locks }, null, 2) + '\n');
-  process.stdout.write(`${p.seconds} s per run, ${p.size} MiB disk, ${p.locks} lock iterations per path; wrote ${file}\n`);
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), params: p, goal: 'guest / raw >= 0.70', summary, locks, rounds: { raw: rawRounds, vmfsFile: fileRounds, guest: guestRounds } }, null, 2) + '\n');
+  process.stdout.write(`medians of ${p.rounds} rounds, ${p.seconds} s per run, ${p.size} MiB disk, ${p.locks} lock iterations per path; wrote ${file}\n`);
+}
+
+/** The result of the median round, by IOPS. */
+function medianOf<T extends IoResult>(xs: T[]): T {
+  return [...xs].sort((a, b) => a.iops - b.iops)[Math.floor((xs.length - 1) / 2)]!;
 }
 
 await main();

@@ -186,7 +186,7 @@ export class VirtualDiskService {
     if (!this.outboxScheduled) {
       this.outboxScheduled = true;
       // Completions that arrive in the same poll phase (one socket read) leave together.
-      setImmediate(() => this.flushReplies());
+      queueMicrotask(() => this.flushReplies());
     }
   }
 
