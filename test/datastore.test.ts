@@ -34,6 +34,11 @@ t.test('VMs on the shared VMFS datastore of a 3-host cluster', async (t) => {
   );
   t.same(hosts.map((h) => h.stats!.datastore!.name), ['datastore1', 'datastore1', 'datastore1'], 'one VMFS datastore1, mounted by every host');
 
+  // Concurrent metadata changes from all three hosts: each writes VM folders at the same time.
+  const names = Array.from({ length: 6 }, (_, i) => `c${i}`);
+  const created = await Promise.all(names.map((n, i) => sb.json<VmInfo>(['vm', 'create', n, '--memory', '8', '--disk', '8', '--host', `esx0${(i % 3) + 1}`])));
+  t.same(created.map((v) => v.vmxPath), names.map((n) => `[datastore1] ${n}/${n}.vmx`), 'six VMs created at once by the three hosts, each with its files');
+
   const dr = await sb.json<VmInfo>(['vm', 'create', 'dr1', '--workload', 'diskrecords', '--records-per-s', '500', '--flush-every', '8', '--disk', '16', '--memory', '16', '--seed', '77', '--host', 'esx01']);
   t.equal(dr.vmxPath, '[datastore1] dr1/dr1.vmx', 'the VM has its files on the datastore');
   const plain = await sb.json<VmInfo>(['vm', 'create', 'plain1', '--memory', '16']);
@@ -98,10 +103,7 @@ t.test('VMs on the shared VMFS datastore of a 3-host cluster', async (t) => {
   const dup = await sb.cli(['vm', 'register', dr.vmxPath!]);
   t.match(dup.stderr, /NAME_IN_USE/, 'one already in the inventory: NAME_IN_USE');
 
-  // Concurrent metadata changes from all three hosts: each writes VM folders at the same time.
-  const names = Array.from({ length: 6 }, (_, i) => `c${i}`);
-  const created = await Promise.all(names.map((n, i) => sb.json<VmInfo>(['vm', 'create', n, '--memory', '8', '--disk', '8', '--host', `esx0${(i % 2) + 2}`])));
-  t.same(created.map((v) => v.vmxPath), names.map((n) => `[datastore1] ${n}/${n}.vmx`), 'six VMs created at once by two hosts, each with its files');
+  // Deletes at the same time, by the surviving hosts (one of the VMs was registered on esx01).
   const removed = await Promise.all(names.slice(0, 3).map((n) => sb.cli(['vm', 'rm', n])));
   t.same(removed.map((r) => r.exitCode), [0, 0, 0], 'three deleted at once');
   t.same((await Promise.all(names.map((n) => checker.fs.exists(n)))), [false, false, false, true, true, true], 'their folders are gone, the others are there');
