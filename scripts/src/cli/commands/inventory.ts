@@ -134,6 +134,7 @@ export function registerInventoryCommands(program: Command): void {
         ['cpu demand/usage', v.stats ? `${fixed(v.stats.cpuDemandMhz)}/${fixed(v.stats.cpuUsageMhz)} MHz` : '-'],
         ['memory consumed/active', v.stats ? `${fixed(v.stats.memConsumedMiB, 1)}/${fixed(v.stats.memActiveMiB, 1)} MiB` : '-'],
         ['guest steps', v.stats ? v.stats.steps : '-'],
+        ['guest reports', v.stats?.guest ? Object.entries(v.stats.guest).map(([k, n]) => `${k} ${n}`).join(', ') : '-'],
       ]);
     });
 
