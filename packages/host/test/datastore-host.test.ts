@@ -10,6 +10,7 @@ import { diskioStatus } from '@esxemu/guest';
 import { configFromFlags, startIscsiTarget } from '@esxemu/iscsi';
 import { silentLogger, waitFor, type VmConfig } from '@esxemu/shared';
 import { Datastore } from '../src/datastore/datastore.js';
+import { DatastoreMount } from '../src/datastore/mount.js';
 import { formatDatastore } from '../src/datastore/format.js';
 import { MachineMemory } from '../src/vmkernel/memory/machine-memory.js';
 import { Vmkernel, type VmEvent } from '../src/vmkernel/vmkernel.js';
@@ -126,4 +127,26 @@ t.test('wrong files on the datastore: CORRUPT, nothing registered or powered on'
   await ds.fs.writeFile('desc/desc.vmdk', Buffer.from('# Disk DescriptorFile\nno extent here\n'));
   await t.rejects(ds.powerOn(c), { code: 'CORRUPT' }, 'a descriptor without an extent line');
   t.equal(await ds.fs.exists('desc/desc.vswp'), false, 'and the failed power-on left no .vswp');
+});
+
+t.test('a host started before its SAN mounts the datastore once the target is up; an unformatted LUN is an error it reports', async (t) => {
+  // A port nothing listens on yet: the target comes up there later.
+  const probe = await startIscsiTarget({ listenHost: '127.0.0.1', port: 0, logger: silentLogger(), config: configFromFlags({ memory: true, lunSize: 24 }) });
+  const port = probe.port;
+  await probe.close();
+  const url = `iscsi://127.0.0.1:${port}/iqn.2026-11.io.esxemu:datastore1/0`;
+  const m = new DatastoreMount({ url, hostName: 'esxlate', heartbeat: HB, logger: silentLogger() });
+  t.teardown(() => m.close());
+  m.start();
+  await waitFor('the first attempt to fail', () => m.status().state === 'error', 10_000);
+  t.match(m.status().error, /TARGET_UNREACHABLE|ECONNREFUSED|refused/i, `while the SAN is down: ${m.status().error}`);
+  t.throws(() => m.require(), { code: 'INVALID_STATE' }, 'VM file operations say why');
+  const target = await startIscsiTarget({ listenHost: '127.0.0.1', port, logger: silentLogger(), config: configFromFlags({ memory: true, lunSize: 24 }) });
+  t.teardown(() => target.close());
+  await waitFor('an unformatted LUN to be reported', () => /NOT_FORMATTED/.test(m.status().error ?? ''), 20_000);
+  t.equal(m.status().state, 'error', 'a LUN without a file system is not mounted, and not formatted by the host');
+  await formatDatastore(url);
+  await waitFor('the mount', () => m.status().state === 'mounted', 20_000);
+  await m.refresh();
+  t.same([m.status().name, m.status().liveHosts], ['datastore1', ['esxlate']], 'mounted by itself, with backoff, once there is a file system');
 });
