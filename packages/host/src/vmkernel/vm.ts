@@ -75,6 +75,12 @@ const DISK_ERROR_REPORT_MS = 5000;
 export interface PowerOnOptions {
   /** Debug: pause the vCPU once the guest has run this many steps. */
   stopAtStep?: number | null;
+  /**
+   * Resume a VM whose state came from elsewhere (vMotion's destination): `load` fills the new
+   * pmap with the guest's pages and returns its registers; the guest is not booted but goes on
+   * from the step it had reached.
+   */
+  restore?: { load(pmap: Pmap): Uint32Array };
 }
 
 interface Deferred<T> {
@@ -162,6 +168,7 @@ export class Vm implements SchedulableVm {
       vcpu: this.deps.vcpu,
       capMhz: c.vcpus * this.deps.cpuMhz,
       stopAtStep: opts.stopAtStep ?? null,
+      ...(opts.restore ? { restore: true } : {}),
       nic: c.workload.kind === 'webserver' ? { ...this.deps.nic, ip: c.ip, port: c.workload.port } : null,
       disk: null,
     };
@@ -171,6 +178,17 @@ export class Vm implements SchedulableVm {
       const e = toEsxError(err);
       this.transition('poweredOff', `power on failed: ${e.code}: ${e.message}`);
       throw e;
+    }
+    if (opts.restore) {
+      try {
+        this.regs.restore(opts.restore.load(this.pmap));
+      } catch (err) {
+        const e = toEsxError(err);
+        this.pmap.release();
+        await this.storageRelease();
+        this.transition('poweredOff', `restore failed: ${e.code}: ${e.message}`);
+        throw e;
+      }
     }
     this.boot = deferred();
     const bootTimer = setTimeout(
@@ -401,6 +419,17 @@ export class Vm implements SchedulableVm {
       },
     });
     return { port: channel.port2, sizeBytes: backend.sizeBytes };
+  }
+
+  /** Give back storage taken at power-on when the power-on does not go through. */
+  private async storageRelease(): Promise<void> {
+    const storage = this.storage;
+    const disk = this.disk;
+    this.storage = null;
+    this.disk = null;
+    await disk?.close().catch(() => undefined);
+    if (!disk) await storage?.disk?.close().catch(() => undefined);
+    await storage?.release().catch(() => undefined);
   }
 
   /** Figures of the VM's virtual disk, or null without one. */

@@ -41,6 +41,11 @@ export interface VmmInit {
   nic: NetDeviceOptions | null;
   /** The VM's virtual disk (its channel to the VMkernel's disk service), or null. */
   disk: { port: MessagePort; sizeBytes: number } | null;
+  /**
+   * The guest's memory and registers were loaded by the VMkernel (a migrated VM): resume it
+   * where it stopped instead of booting it.
+   */
+  restore?: boolean;
 }
 
 export type VmmRequest =

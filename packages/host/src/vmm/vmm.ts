@@ -32,7 +32,7 @@ export async function runVmm(init: VmmInit, port: VmmPort): Promise<void> {
     const workload = getWorkload(init.config.workload.kind);
     if (init.nic) nic = await NetDevice.open(init.nic);
     ctx.nic = nic;
-    bootGuest(ctx, workload, init.config.workload, init.config.seed);
+    if (!init.restore) bootGuest(ctx, workload, init.config.workload, init.config.seed);
     vmm = new Vmm(init, pmap, ctx, workload, nic, disk, post);
   } catch (err) {
     await nic?.close();
