@@ -157,7 +157,7 @@ export class Datastore {
     let swap: VmfsFile | null = null;
     let disk: VmfsDiskBackend | null = null;
     try {
-      swap = await this.openCreating(p.vswp);
+      swap = await this.fs.open(p.vswp, 'exclusive', { create: true });
       if (c.diskMiB !== undefined) {
         const { extent, sizeBytes } = parseVmdkDescriptor(await this.fs.readFile(p.vmdk), p.vmdk);
         if (sizeBytes !== c.diskMiB * 1024 * 1024) throw new EsxError('CORRUPT', `${p.vmdk} declares ${sizeBytes} bytes, the VM's configuration ${c.diskMiB} MiB`);
@@ -185,20 +185,6 @@ export class Datastore {
         await this.fs.unlink(p.vswp).catch((err: unknown) => this.log.warn({ vm: c.name, err: toEsxError(err).message }, '.vswp not removed'));
       },
     };
-  }
-
-  /**
-   * Open a file exclusively, creating it when missing. Two hosts may both see it missing and
-   * race to create it: the loser's create fails with NAME_IN_USE, and opening the file the
-   * winner created then says who holds it (FILE_LOCKED).
-   */
-  private async openCreating(path: string): Promise<VmfsFile> {
-    try {
-      return await this.fs.open(path, 'exclusive', { create: true });
-    } catch (err) {
-      if (err instanceof EsxError && err.code === 'NAME_IN_USE') return this.fs.open(path, 'exclusive');
-      throw err;
-    }
   }
 
   /** Append a timestamped line to the VM's vmware.log (bounded: the last 256 KiB are kept). */

@@ -610,7 +610,11 @@ export class Vmfs {
         map = await this.walk(parts);
       } catch (err) {
         if (!(o.create && mode === 'exclusive' && err instanceof EsxError && err.code === 'NOT_FOUND')) throw err;
-        await this.createNode(path, FILE_TYPE.FILE);
+        // Another host may create it between our walk and our create: then we open theirs,
+        // and its lock says who holds it (FILE_LOCKED), as if it had been there all along.
+        await this.createNode(path, FILE_TYPE.FILE).catch((cerr: unknown) => {
+          if (!(cerr instanceof EsxError && cerr.code === 'NAME_IN_USE')) throw cerr;
+        });
         map = await this.walk(parts);
       }
       if (map.inode.type !== FILE_TYPE.FILE) throw new EsxError('INVALID_ARGUMENT', `'${path}' is a directory`);
