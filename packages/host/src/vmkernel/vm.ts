@@ -421,15 +421,17 @@ export class Vm implements SchedulableVm {
     return { port: channel.port2, sizeBytes: backend.sizeBytes };
   }
 
-  /** Give back storage taken at power-on when the power-on does not go through. */
+  /** Close the VM's disk and give back the storage it took at power-on (idempotent). */
   private async storageRelease(): Promise<void> {
     const storage = this.storage;
     const disk = this.disk;
     this.storage = null;
     this.disk = null;
-    await disk?.close().catch(() => undefined);
-    if (!disk) await storage?.disk?.close().catch(() => undefined);
-    await storage?.release().catch(() => undefined);
+    const warn = (what: string) => (err: unknown) => this.deps.logger.warn({ vmId: this.id, err: toEsxError(err).message }, what);
+    // The disk service closes the backend; without one (power-on failed early) close it here.
+    if (disk) await disk.close().catch(warn('closing the virtual disk failed'));
+    else await storage?.disk?.close().catch(warn('closing the virtual disk failed'));
+    await storage?.release().catch(warn('releasing the VM storage failed'));
   }
 
   /** Figures of the VM's virtual disk, or null without one. */
@@ -441,15 +443,9 @@ export class Vm implements SchedulableVm {
     const vmm = this.vmm;
     this.vmm = null;
     this.nicAddr = null;
-    const disk = this.disk;
-    this.disk = null;
-    const storage = this.storage;
-    this.storage = null;
     const terminated = !vmm || (await vmm.terminate(this.deps.timeouts.terminateTimeoutMs));
     // After the worker: the VMM drained its disk at stop, and nothing can submit any more.
-    await disk?.close().catch((err: unknown) => this.deps.logger.warn({ vmId: this.id, err: toEsxError(err).message }, 'closing the virtual disk failed'));
-    if (storage && !disk) await storage.disk?.close().catch(() => undefined);
-    await storage?.release().catch((err: unknown) => this.deps.logger.warn({ vmId: this.id, err: toEsxError(err).message }, 'releasing the VM storage failed'));
+    await this.storageRelease();
     if (!terminated) {
       this.deps.logger.error({ vmId: this.id }, `VMM worker of ${this.config.name} did not terminate; its ${this.pmap.consumedPages} pages stay allocated`);
       return 0;
