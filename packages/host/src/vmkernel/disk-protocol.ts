@@ -55,3 +55,33 @@ export function isDiskReply(m: unknown): m is DiskReply {
   const r = m as Record<string, unknown>;
   return Number.isInteger(r['tag']) && typeof r['ok'] === 'boolean' && (r['data'] === undefined || r['data'] instanceof Uint8Array) && (r['returned'] === undefined || r['returned'] instanceof Uint8Array);
 }
+
+/**
+ * Messages posted together: what is pushed during one synchronous run (a guest step, a burst of
+ * completions) leaves in one postMessage after it, as a microtask, with every buffer to
+ * transfer. Both ends of the disk channel use it.
+ */
+export class PostBatch<T> {
+  private items: T[] = [];
+  private transfer: ArrayBuffer[] = [];
+  private scheduled = false;
+
+  constructor(private readonly post: (message: T | T[], transfer: ArrayBuffer[]) => void) {}
+
+  push(item: T, transfer?: ArrayBuffer): void {
+    this.items.push(item);
+    if (transfer) this.transfer.push(transfer);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const items = this.items;
+    const transfer = this.transfer;
+    this.items = [];
+    this.transfer = [];
+    if (items.length) this.post(items.length === 1 ? items[0]! : items, transfer);
+  }
+}

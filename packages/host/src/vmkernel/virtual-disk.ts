@@ -17,7 +17,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { MessagePort } from 'node:worker_threads';
 import { MAX_DISK_REQUEST_BYTES, SECTOR_BYTES } from '@esxemu/guest';
 import { EsxError, toEsxError, type Logger, type VmConfig } from '@esxemu/shared';
-import { isDiskCall, type DiskCall, type DiskReply } from './disk-protocol.js';
+import { isDiskCall, PostBatch, type DiskCall, type DiskReply } from './disk-protocol.js';
 
 /** Where a virtual disk's bytes live. */
 export interface DiskBackend {
@@ -68,16 +68,17 @@ export class VirtualDiskService {
   private readonly queue: DiskCall[] = [];
   private idle: (() => void) | null = null;
   private closed = false;
-  /** Replies of this turn of the event loop, posted together. */
-  private outbox: DiskReply[] = [];
-  private outboxTransfer: ArrayBuffer[] = [];
-  private outboxScheduled = false;
+  /** Replies of one burst of completions, posted together. */
+  private readonly outbox: PostBatch<DiskReply>;
   private readonly onError: ((op: DiskCall['op'], err: EsxError) => void) | null;
   readonly stats: VirtualDiskStats = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, refused: 0 };
 
   constructor(port: MessagePort, backend: DiskBackend, o: { log: Logger; maxInflight?: number; maxQueued?: number; onError?: (op: DiskCall['op'], err: EsxError) => void }) {
     this.onError = o.onError ?? null;
     this.port = port;
+    this.outbox = new PostBatch((m, transfer) => {
+      if (!this.closed) this.port.postMessage(m, transfer);
+    });
     this.backend = backend;
     this.log = o.log;
     this.maxInflight = o.maxInflight ?? 32;
@@ -174,30 +175,13 @@ export class VirtualDiskService {
     if (this.closed) return;
     if (r.data) {
       const copy = whole(r.data) ? r.data : new Uint8Array(r.data);
-      this.outbox.push({ ...r, data: copy });
-      this.outboxTransfer.push(copy.buffer as ArrayBuffer);
+      this.outbox.push({ ...r, data: copy }, copy.buffer as ArrayBuffer);
     } else if (r.returned && whole(r.returned)) {
-      this.outbox.push(r);
-      this.outboxTransfer.push(r.returned.buffer as ArrayBuffer);
+      this.outbox.push(r, r.returned.buffer as ArrayBuffer);
     } else {
       const { returned: _dropped, ...rest } = r;
       this.outbox.push(rest);
     }
-    if (!this.outboxScheduled) {
-      this.outboxScheduled = true;
-      // Completions that arrive in the same poll phase (one socket read) leave together.
-      queueMicrotask(() => this.flushReplies());
-    }
-  }
-
-  private flushReplies(): void {
-    this.outboxScheduled = false;
-    const replies = this.outbox;
-    const transfer = this.outboxTransfer;
-    this.outbox = [];
-    this.outboxTransfer = [];
-    if (this.closed || replies.length === 0) return;
-    this.port.postMessage(replies.length === 1 ? replies[0] : replies, transfer);
   }
 
   /**

@@ -15,7 +15,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { MAX_DISK_REQUEST_BYTES, SECTOR_BYTES, type DiskCompletion, type DiskRequest, type VirtualDisk } from '@esxemu/guest';
 import { EsxError } from '@esxemu/shared/core';
-import { isDiskReply, type DiskCall } from '../../../vmkernel/disk-protocol.js';
+import { isDiskReply, PostBatch, type DiskCall } from '../../../vmkernel/disk-protocol.js';
 
 /** Write buffers kept for reuse, bytes at most. */
 const MAX_SPARE_BYTES = 16 * 1024 * 1024;
@@ -44,15 +44,16 @@ export class DiskDevice implements VirtualDisk {
   private readonly spare = new Map<number, Uint8Array[]>();
   private spareBytes = 0;
   /** Calls of this turn, posted together (one message per guest step, not one per request). */
-  private outbox: DiskCall[] = [];
-  private outboxTransfer: ArrayBuffer[] = [];
-  private outboxScheduled = false;
+  private readonly outbox: PostBatch<DiskCall>;
 
   constructor(o: DiskDeviceOptions) {
     this.port = o.port;
     this.sizeBytes = o.sizeBytes;
     this.queueDepth = o.queueDepth ?? 32;
     this.onComplete = o.onComplete ?? null;
+    this.outbox = new PostBatch((m, transfer) => {
+      if (!this.closed) this.port.postMessage(m, transfer);
+    });
     this.port.on('message', (m: unknown) => {
       if (Array.isArray(m)) for (const r of m.slice(0, 4 * this.queueDepth)) this.onReply(r);
       else this.onReply(m);
@@ -84,25 +85,11 @@ export class DiskDevice implements VirtualDisk {
       if (req.data) copy.set(req.data);
       else copy.fill(req.fill!);
       call.data = copy;
-      this.outboxTransfer.push(copy.buffer as ArrayBuffer);
     }
-    this.outbox.push(call);
-    if (!this.outboxScheduled) {
-      this.outboxScheduled = true;
-      queueMicrotask(() => this.flushOutbox());
-    }
+    this.outbox.push(call, call.data?.buffer as ArrayBuffer | undefined);
     return true;
   }
 
-  private flushOutbox(): void {
-    this.outboxScheduled = false;
-    const calls = this.outbox;
-    const transfer = this.outboxTransfer;
-    this.outbox = [];
-    this.outboxTransfer = [];
-    if (this.closed || calls.length === 0) return;
-    this.port.postMessage(calls.length === 1 ? calls[0] : calls, transfer);
-  }
 
   complete(): DiskCompletion | null {
     return this.done.shift() ?? null;
