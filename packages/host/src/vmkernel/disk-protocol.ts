@@ -85,3 +85,8 @@ export class PostBatch<T> {
     if (items.length) this.post(items.length === 1 ? items[0]! : items, transfer);
   }
 }
+
+/** A view that is its whole ArrayBuffer (so transferring that buffer moves exactly these bytes). */
+export function whole(v: Uint8Array): boolean {
+  return v.byteOffset === 0 && v.byteLength === v.buffer.byteLength && v.buffer instanceof ArrayBuffer;
+}

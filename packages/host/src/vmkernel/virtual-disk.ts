@@ -17,7 +17,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { MessagePort } from 'node:worker_threads';
 import { MAX_DISK_REQUEST_BYTES, SECTOR_BYTES } from '@esxemu/guest';
 import { EsxError, toEsxError, type Logger, type VmConfig } from '@esxemu/shared';
-import { isDiskCall, PostBatch, type DiskCall, type DiskReply } from './disk-protocol.js';
+import { isDiskCall, PostBatch, whole, type DiskCall, type DiskReply } from './disk-protocol.js';
 
 /** Where a virtual disk's bytes live. */
 export interface DiskBackend {
@@ -206,10 +206,6 @@ export class VirtualDiskService {
   }
 }
 
-/** A view that is its whole ArrayBuffer (so transferring that buffer moves exactly these bytes). */
-function whole(v: Uint8Array): boolean {
-  return v.byteOffset === 0 && v.byteLength === v.buffer.byteLength && v.buffer instanceof ArrayBuffer;
-}
 
 /**
  * A virtual disk in a local sparse file: for a host without a datastore, and for tests of the

@@ -15,7 +15,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { MAX_DISK_REQUEST_BYTES, SECTOR_BYTES, type DiskCompletion, type DiskRequest, type VirtualDisk } from '@esxemu/guest';
 import { EsxError } from '@esxemu/shared/core';
-import { isDiskReply, PostBatch, type DiskCall } from '../../../vmkernel/disk-protocol.js';
+import { isDiskReply, PostBatch, whole, type DiskCall } from '../../../vmkernel/disk-protocol.js';
 
 /** Write buffers kept for reuse, bytes at most. */
 const MAX_SPARE_BYTES = 16 * 1024 * 1024;
@@ -130,7 +130,7 @@ export class DiskDevice implements VirtualDisk {
   }
 
   private keepSpare(b: Uint8Array): void {
-    if (b.byteOffset !== 0 || b.byteLength !== b.buffer.byteLength || !(b.buffer instanceof ArrayBuffer) || this.spareBytes + b.length > MAX_SPARE_BYTES) return;
+    if (!whole(b) || this.spareBytes + b.length > MAX_SPARE_BYTES) return;
     let list = this.spare.get(b.length);
     if (!list) this.spare.set(b.length, (list = []));
     list.push(b);
